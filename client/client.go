@@ -1,0 +1,271 @@
+// Package client is the Go client of praas: control-plane calls over the REST
+// API, and data-plane connections that it learns from the control plane and
+// then uses directly. A Client is safe for concurrent use.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/praas-dev/praas/errs"
+)
+
+// DefaultEndpoint is where the control plane listens by default.
+const DefaultEndpoint = "http://127.0.0.1:8420"
+
+// Response headers of a control-plane invoke that tell where the process is.
+const (
+	HeaderPID     = "Praas-Pid"
+	HeaderAddress = "Praas-Address"
+	HeaderToken   = "Praas-Token"
+)
+
+// App is an application as the API shows it.
+type App struct {
+	Name      string    `json:"name"`
+	Image     string    `json:"image"`
+	Epoch     uint64    `json:"epoch"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Usage is what a process reported about the work it did.
+type Usage struct {
+	Invocations uint64 `json:"invocations"`
+	BusyNanos   uint64 `json:"busy_ns"`
+	BytesIn     uint64 `json:"bytes_in"`
+	BytesOut    uint64 `json:"bytes_out"`
+}
+
+// Process is a process as the API shows it.
+type Process struct {
+	App        string    `json:"app"`
+	PID        string    `json:"pid"`
+	Status     string    `json:"status"`
+	Address    string    `json:"address,omitempty"`
+	Token      string    `json:"token,omitempty"`
+	Usage      Usage     `json:"usage"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	LastActive time.Time `json:"last_active"`
+}
+
+// Client talks to one control plane.
+type Client struct {
+	endpoint string
+	http     *http.Client
+
+	mu    sync.Mutex
+	conns map[string]*DataConn // app/pid → data-plane connection
+}
+
+// New returns a client of the control plane at endpoint (DefaultEndpoint if empty).
+func New(endpoint string) *Client {
+	if endpoint == "" {
+		endpoint = DefaultEndpoint
+	}
+	return &Client{
+		endpoint: strings.TrimRight(endpoint, "/"),
+		http:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		conns:    make(map[string]*DataConn),
+	}
+}
+
+// Close closes the data-plane connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, dc := range c.conns {
+		dc.Close()
+		delete(c.conns, k)
+	}
+	return nil
+}
+
+// APIError is an error answered by the control plane. It unwraps to the
+// errs sentinel of its code, so errors.Is(err, errs.ErrNotFound) works.
+type APIError struct {
+	Status  int
+	Code    errs.Code
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Unwrap returns the sentinel of the code.
+func (e *APIError) Unwrap() error { return errs.New(e.Code, e.Message) }
+
+func decodeError(resp *http.Response) error {
+	var body struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(raw, &body) != nil || body.Error == "" {
+		body.Error = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(raw))
+	}
+	code := errs.ParseCode(body.Code)
+	if code == errs.Unknown {
+		code = errs.FromHTTPStatus(resp.StatusCode)
+	}
+	return &APIError{Status: resp.StatusCode, Code: code, Message: body.Error}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("decode %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// CreateApp creates an application; image "" selects the builtin image.
+func (c *Client) CreateApp(ctx context.Context, name, image string) (App, error) {
+	var app App
+	err := c.do(ctx, http.MethodPost, "/v1/apps", map[string]string{"name": name, "image": image}, &app)
+	return app, err
+}
+
+// ListApps lists applications.
+func (c *Client) ListApps(ctx context.Context) ([]App, error) {
+	var out struct {
+		Apps []App `json:"apps"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/apps", nil, &out)
+	return out.Apps, err
+}
+
+// GetApp returns one application.
+func (c *Client) GetApp(ctx context.Context, name string) (App, error) {
+	var app App
+	err := c.do(ctx, http.MethodGet, "/v1/apps/"+esc(name), nil, &app)
+	return app, err
+}
+
+// DeleteApp deletes an application and all its processes.
+func (c *Client) DeleteApp(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/apps/"+esc(name), nil, nil)
+}
+
+// CreateProcess creates (or brings back) a process; pid "" lets the control
+// plane choose. It returns once the process is active.
+func (c *Client) CreateProcess(ctx context.Context, app, pid string) (Process, error) {
+	var p Process
+	err := c.do(ctx, http.MethodPost, "/v1/apps/"+esc(app)+"/processes", map[string]string{"pid": pid}, &p)
+	return p, err
+}
+
+// ListProcesses lists an application's processes with their status.
+func (c *Client) ListProcesses(ctx context.Context, app string) ([]Process, error) {
+	var out struct {
+		Processes []Process `json:"processes"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/apps/"+esc(app)+"/processes", nil, &out)
+	return out.Processes, err
+}
+
+// GetProcess returns one process, with its data-plane address and token while active.
+func (c *Client) GetProcess(ctx context.Context, app, pid string) (Process, error) {
+	var p Process
+	err := c.do(ctx, http.MethodGet, "/v1/apps/"+esc(app)+"/processes/"+esc(pid), nil, &p)
+	return p, err
+}
+
+// DeleteProcess stops a process and removes it and its state.
+func (c *Client) DeleteProcess(ctx context.Context, app, pid string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/apps/"+esc(app)+"/processes/"+esc(pid), nil, nil)
+}
+
+// SwapProcess swaps a process out to storage.
+func (c *Client) SwapProcess(ctx context.Context, app, pid string) (Process, error) {
+	var p Process
+	err := c.do(ctx, http.MethodPost, "/v1/apps/"+esc(app)+"/processes/"+esc(pid)+"/swap", nil, &p)
+	return p, err
+}
+
+// SendMessage puts a message into a process's mailbox through the control plane.
+func (c *Client) SendMessage(ctx context.Context, app, pid, key string, data []byte) error {
+	path := "/v1/apps/" + esc(app) + "/processes/" + esc(pid) + "/messages/" + esc(key)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	return nil
+}
+
+// InvokeResult is a control-plane invoke's output and where it ran.
+type InvokeResult struct {
+	Output  []byte
+	PID     string
+	Address string
+	Token   string
+}
+
+// InvokeControlPlane invokes function through the control plane; pid ""
+// lets it pick (or create) a process.
+func (c *Client) InvokeControlPlane(ctx context.Context, app, function, pid string, input []byte) (InvokeResult, error) {
+	path := "/v1/apps/" + esc(app) + "/invoke/" + esc(function)
+	if pid != "" {
+		path += "?pid=" + url.QueryEscape(pid)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint+path, bytes.NewReader(input))
+	if err != nil {
+		return InvokeResult{}, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return InvokeResult{}, fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return InvokeResult{}, decodeError(resp)
+	}
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return InvokeResult{}, fmt.Errorf("read result: %w", err)
+	}
+	return InvokeResult{Output: out, PID: resp.Header.Get(HeaderPID),
+		Address: resp.Header.Get(HeaderAddress), Token: resp.Header.Get(HeaderToken)}, nil
+}

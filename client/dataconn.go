@@ -1,0 +1,326 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/wire"
+)
+
+// DataConn is one data-plane connection to a process. Many goroutines may
+// invoke over it at once: requests are multiplexed by id and pipelined.
+type DataConn struct {
+	conn net.Conn
+	w    *wire.Writer
+	r    *wire.Reader
+
+	// App and PID of the process, as it announced them.
+	App, PID string
+
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[uint64]*call
+	err     error // set once the connection is unusable; pending calls got it
+	goAway  error // set when the process said it is leaving
+
+	done chan struct{}
+}
+
+type call struct {
+	ch chan reply
+}
+
+// reply is what a call gets: a frame, or err if the connection failed.
+type reply struct {
+	f   wire.Frame
+	err error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{ch: make(chan reply, 1)} }}
+
+// ErrNotSent marks a call that never reached the process (the connection was
+// down or the process going away): retrying it elsewhere cannot run it twice.
+var ErrNotSent = errors.New("not sent")
+
+// ErrConnectionLost marks a call whose connection failed after it was sent:
+// the process may or may not have run it.
+var ErrConnectionLost = errors.New("connection lost")
+
+// DialOptions tune a data-plane connection.
+type DialOptions struct {
+	// Source is the calling process's pid, for process-to-process connections.
+	Source string
+	// MaxPayload bounds results read from the process (default wire.DefaultMaxPayload).
+	MaxPayload int
+}
+
+// Dial connects to the data plane of a process at addr and authenticates
+// with token.
+func Dial(ctx context.Context, addr, token string, opt DialOptions) (*DataConn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial data plane %s: %w: %w", addr, errs.ErrUnavailable, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	max := opt.MaxPayload
+	if max <= 0 {
+		max = wire.DefaultMaxPayload
+	}
+	c := &DataConn{
+		conn:    conn,
+		w:       wire.NewWriter(conn),
+		r:       wire.NewReader(conn, max),
+		pending: make(map[uint64]*call),
+		done:    make(chan struct{}),
+	}
+	if err := c.handshake(ctx, token, opt.Source); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("data plane %s: %w", addr, err)
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+func (c *DataConn) handshake(ctx context.Context, token, source string) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetDeadline(dl)
+	} else {
+		_ = c.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	defer c.conn.SetDeadline(time.Time{})
+	hello := wire.Hello{Version: wire.Version, Token: token, Source: source}
+	if err := c.w.WriteFrame(wire.FrameHello, 0, hello.Encode(), nil); err != nil {
+		return fmt.Errorf("%w: %w", errs.ErrUnavailable, err)
+	}
+	f, err := c.r.Next()
+	if err != nil {
+		return fmt.Errorf("%w: handshake: %w", errs.ErrUnavailable, err)
+	}
+	switch f.Type {
+	case wire.FrameWelcome:
+		w, err := wire.DecodeWelcome(f.Meta)
+		if err != nil {
+			return err
+		}
+		if w.Version < wire.MinVersion || w.Version > wire.Version {
+			return fmt.Errorf("%w: process speaks protocol version %d", errs.ErrFailedPrecondition, w.Version)
+		}
+		c.App, c.PID = w.App, w.PID
+		return nil
+	case wire.FrameError:
+		return wire.DecodeError(f)
+	default:
+		return fmt.Errorf("%w: unexpected frame type %d in handshake", wire.ErrMalformed, f.Type)
+	}
+}
+
+func (c *DataConn) readLoop() {
+	var err error
+	for {
+		var f wire.Frame
+		f, err = c.r.Next()
+		if err != nil {
+			if errors.Is(err, wire.ErrTooLarge) {
+				c.deliver(f.ID, reply{err: fmt.Errorf("%w: result refused: %w", errs.ErrResourceExhausted, err)})
+				continue
+			}
+			break
+		}
+		switch f.Type {
+		case wire.FrameResult, wire.FrameError, wire.FrameAck, wire.FramePong:
+			if f.ID == 0 && f.Type == wire.FrameError {
+				err = wire.DecodeError(f)
+				break
+			}
+			c.deliver(f.ID, reply{f: f})
+			continue
+		case wire.FrameGoAway:
+			c.mu.Lock()
+			c.goAway = fmt.Errorf("%w: %w: process %s is going away: %w", errs.ErrUnavailable, ErrNotSent, c.PID, wire.DecodeError(f))
+			c.mu.Unlock()
+			continue
+		default:
+			err = fmt.Errorf("%w: unexpected frame type %d", wire.ErrMalformed, f.Type)
+		}
+		break
+	}
+	c.fail(err)
+}
+
+func (c *DataConn) deliver(id uint64, r reply) {
+	c.mu.Lock()
+	cl := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if cl != nil {
+		cl.ch <- r // buffered, and each call gets exactly one frame
+	}
+}
+
+// fail closes the connection and fails every pending call.
+func (c *DataConn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	if err == nil {
+		err = errors.New("connection closed")
+	}
+	c.err = fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrNotSent, c.PID, err)
+	lost := fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrConnectionLost, c.PID, err)
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	c.conn.Close()
+	for _, cl := range pending {
+		cl.ch <- reply{err: lost}
+	}
+	close(c.done)
+}
+
+// Close closes the connection; pending calls fail.
+func (c *DataConn) Close() error {
+	c.fail(errors.New("closed by the client"))
+	return nil
+}
+
+// Done is closed once the connection is unusable.
+func (c *DataConn) Done() <-chan struct{} { return c.done }
+
+// Usable reports whether new requests may be sent: the connection is up and
+// the process has not announced that it goes away.
+func (c *DataConn) Usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil && c.goAway == nil
+}
+
+// Call is an invocation in flight, started by Go.
+type Call struct {
+	// ID is the request id, which later invocations may name in After.
+	ID uint64
+	c  *DataConn
+	cl *call
+}
+
+// Go starts an invocation of function with input and returns without waiting
+// for the result. The invocation starts only after the invocations named in
+// after (ids of earlier calls on this connection) finished, so a client can
+// pipeline a chain. input must not be modified until the call completes.
+func (c *DataConn) Go(function string, input []byte, after ...uint64) (*Call, error) {
+	var metaBuf [64]byte
+	meta, err := wire.AppendInvoke(metaBuf[:0], function, after)
+	if err != nil {
+		return nil, err
+	}
+	return c.start(wire.FrameInvoke, meta, input)
+}
+
+func (c *DataConn) start(typ uint8, meta, payload []byte) (*Call, error) {
+	id := c.nextID.Add(1)
+	cl := callPool.Get().(*call)
+	c.mu.Lock()
+	if c.err != nil || c.goAway != nil {
+		err := c.err
+		if err == nil {
+			err = c.goAway
+		}
+		c.mu.Unlock()
+		callPool.Put(cl)
+		return nil, err
+	}
+	c.pending[id] = cl
+	c.mu.Unlock()
+	if err := c.w.WriteFrame(typ, id, meta, payload); err != nil {
+		c.fail(err)
+		// fail delivered an error frame to cl unless the read loop had already.
+	}
+	return &Call{ID: id, c: c, cl: cl}, nil
+}
+
+// Wait waits for the call's result. If ctx ends first the result is dropped.
+func (cl *Call) Wait(ctx context.Context) ([]byte, error) {
+	select {
+	case r := <-cl.cl.ch:
+		callPool.Put(cl.cl)
+		return r.result()
+	case <-ctx.Done():
+		c := cl.c
+		c.mu.Lock()
+		_, stillPending := c.pending[cl.ID]
+		delete(c.pending, cl.ID)
+		c.mu.Unlock()
+		if !stillPending {
+			// The reply raced in; take it so the call can be reused.
+			r := <-cl.cl.ch
+			callPool.Put(cl.cl)
+			return r.result()
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (r reply) result() ([]byte, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	f := r.f
+	switch f.Type {
+	case wire.FrameResult, wire.FrameAck, wire.FramePong:
+		return f.Payload, nil
+	case wire.FrameError:
+		err := wire.DecodeError(f)
+		if errs.CodeOf(err) == errs.Unavailable {
+			// The process refused it without running it (it is shutting down).
+			err = fmt.Errorf("%w: %w", ErrNotSent, err)
+		}
+		return nil, err
+	default:
+		return nil, fmt.Errorf("%w: unexpected reply type %d", wire.ErrMalformed, f.Type)
+	}
+}
+
+// Invoke runs function with input in the process and returns its output.
+func (c *DataConn) Invoke(ctx context.Context, function string, input []byte) ([]byte, error) {
+	cl, err := c.Go(function, input)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Wait(ctx)
+}
+
+// Send puts a message with key and data into the process's mailbox, as
+// coming from source (empty for an external client). It returns once the
+// process acknowledged it.
+func (c *DataConn) Send(ctx context.Context, source, key string, data []byte) error {
+	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
+		return fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
+	}
+	cl, err := c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Wait(ctx)
+	return err
+}
+
+// Ping measures a round trip.
+func (c *DataConn) Ping(ctx context.Context) error {
+	cl, err := c.start(wire.FramePing, nil, nil)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Wait(ctx)
+	return err
+}

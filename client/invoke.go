@@ -1,0 +1,101 @@
+package client
+
+import (
+	"context"
+	"errors"
+
+	"github.com/praas-dev/praas/errs"
+)
+
+// Invoke runs function in process pid of app. The first call goes through
+// the control plane, which tells where the process is; later calls go
+// straight to the process over the data plane. When the process goes away
+// (swap, restart) the call is re-routed through the control plane without
+// the caller noticing. With pid "" the control plane picks a process.
+func (c *Client) Invoke(ctx context.Context, app, pid, function string, input []byte) ([]byte, error) {
+	if pid != "" {
+		if dc := c.cachedConn(app, pid); dc != nil {
+			out, err := dc.Invoke(ctx, function, input)
+			if !errors.Is(err, ErrNotSent) {
+				return out, err
+			}
+			c.dropConn(app, pid, dc)
+		}
+	}
+	res, err := c.InvokeControlPlane(ctx, app, function, pid, input)
+	if err != nil {
+		return nil, err
+	}
+	if res.Address != "" && res.Token != "" {
+		c.learn(ctx, app, res.PID, res.Address, res.Token)
+	}
+	return res.Output, nil
+}
+
+// DataConn returns a data-plane connection to process pid of app, learning
+// its address from the control plane if needed (which starts or swaps in the
+// process if it is not active).
+func (c *Client) DataConn(ctx context.Context, app, pid string) (*DataConn, error) {
+	if dc := c.cachedConn(app, pid); dc != nil {
+		return dc, nil
+	}
+	p, err := c.CreateProcess(ctx, app, pid)
+	if err != nil && !errors.Is(err, errs.ErrAlreadyExists) {
+		return nil, err
+	}
+	if err != nil || p.Token == "" {
+		if p, err = c.GetProcess(ctx, app, pid); err != nil {
+			return nil, err
+		}
+	}
+	if p.Address == "" || p.Token == "" {
+		return nil, errs.Errorf(errs.Unavailable, "process %s/%s is %s", app, pid, p.Status)
+	}
+	return c.dial(ctx, app, pid, p.Address, p.Token)
+}
+
+func connKey(app, pid string) string { return app + "/" + pid }
+
+func (c *Client) cachedConn(app, pid string) *DataConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dc := c.conns[connKey(app, pid)]
+	if dc != nil && !dc.Usable() {
+		delete(c.conns, connKey(app, pid))
+		go dc.Close() // let calls in flight finish; Close fails only what is left
+		return nil
+	}
+	return dc
+}
+
+func (c *Client) dropConn(app, pid string, dc *DataConn) {
+	c.mu.Lock()
+	if c.conns[connKey(app, pid)] == dc {
+		delete(c.conns, connKey(app, pid))
+	}
+	c.mu.Unlock()
+}
+
+// learn dials the process so that the next call goes over the data plane.
+// A failure is not an error: the control plane path still works.
+func (c *Client) learn(ctx context.Context, app, pid, addr, token string) {
+	if c.cachedConn(app, pid) != nil {
+		return
+	}
+	_, _ = c.dial(ctx, app, pid, addr, token)
+}
+
+func (c *Client) dial(ctx context.Context, app, pid, addr, token string) (*DataConn, error) {
+	dc, err := Dial(ctx, addr, token, DialOptions{})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.conns[connKey(app, pid)]; old != nil && old.Usable() {
+		dc.Close()
+		return old, nil
+	}
+	c.conns[connKey(app, pid)] = dc
+	return dc, nil
+}

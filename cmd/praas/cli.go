@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/praas-dev/praas/client"
+)
+
+// EnvEndpoint names the control plane the client commands talk to.
+const EnvEndpoint = "PRAAS_ENDPOINT"
+
+// cli carries what every command needs; tests run it in-process.
+type cli struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	json   bool
+}
+
+func (c *cli) client() *client.Client { return client.New(os.Getenv(EnvEndpoint)) }
+
+// run executes the command line args and returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "praas",
+		Short: "Process-as-a-Service: serverless cloud processes",
+		Long: `praas runs serverless cloud processes: stateful workers that keep their state
+in memory, take invocations over a direct data plane, talk to each other
+through mailboxes, and are swapped to storage when idle.
+
+The client commands talk to the control plane at $PRAAS_ENDPOINT
+(default ` + client.DefaultEndpoint + `).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON instead of tables")
+	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.sendCmd(), c.runProcessCmd())
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "praas:", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// oneLine keeps error output to the single line the CLI promises.
+func oneLine(err error) string {
+	var api *client.APIError
+	if errors.As(err, &api) {
+		return api.Message
+	}
+	s := err.Error()
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cli) table(header string, rows func(w io.Writer)) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	rows(tw)
+	tw.Flush()
+}

@@ -1,0 +1,144 @@
+package controlplane
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/store"
+)
+
+func (s *Server) internalRoutes(m *http.ServeMux) {
+	m.HandleFunc("POST "+cpapi.PathRegister, s.register)
+	m.HandleFunc("POST "+cpapi.PathHeartbeat, s.heartbeat)
+}
+
+// authProcess checks that the caller holds the app's secret.
+func (s *Server) authProcess(r *http.Request, appName string) (store.App, error) {
+	app, err := s.cfg.Metadata.GetApp(r.Context(), appName)
+	if err != nil {
+		return app, err
+	}
+	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if subtle.ConstantTimeCompare([]byte(got), []byte(app.Secret)) != 1 {
+		return app, fmt.Errorf("%w: bad process credentials for app %s", errs.ErrUnauthenticated, appName)
+	}
+	return app, nil
+}
+
+// register is called by a runtime once it serves its data plane. A runtime
+// the control plane does not know of (it restarted meanwhile) is adopted if
+// its record exists; one superseded by a newer instance is told to go.
+func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+	var reg cpapi.Register
+	if err := readJSON(r, &reg, false); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	app, err := s.authProcess(r, reg.App)
+	if err != nil {
+		if errs.CodeOf(err) == errs.NotFound {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		writeError(w, s.log, err)
+		return
+	}
+	s.mu.Lock()
+	l := s.live[liveKey(reg.App, reg.PID)]
+	if l != nil && l.instance == reg.Instance {
+		s.mu.Unlock()
+		l.mu.Lock()
+		l.addr = reg.Address
+		l.lastBeat = time.Now()
+		l.mu.Unlock()
+		select {
+		case <-l.registered:
+		default:
+			close(l.registered)
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if l != nil {
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusGone) // another instance owns this pid
+		return
+	}
+	// Unknown: adopt it if its record says it should be running.
+	rec, err := s.cfg.Metadata.GetProcess(r.Context(), reg.App, reg.PID)
+	if err != nil || (rec.Status != store.StatusActive && rec.Status != store.StatusAllocating) {
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusGone)
+		return
+	}
+	l = newLive(app, reg.PID)
+	l.instance = reg.Instance
+	l.addr = reg.Address
+	l.handle = rec.Handle
+	l.lastBeat = time.Now()
+	close(l.registered)
+	close(l.ready)
+	s.live[liveKey(reg.App, reg.PID)] = l
+	s.mu.Unlock()
+	rec.Status = store.StatusActive
+	rec.Address = reg.Address
+	rec.UpdatedAt = time.Now()
+	if err := s.cfg.Metadata.PutProcess(r.Context(), rec); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	s.bumpEpoch(r.Context(), reg.App)
+	s.log.Info("process re-adopted", "app", reg.App, "pid", reg.PID, "addr", reg.Address)
+	w.WriteHeader(http.StatusOK)
+}
+
+// usageSaveEvery bounds how often heartbeats write usage to the store.
+const usageSaveEvery = 5 * time.Second
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb cpapi.Heartbeat
+	if err := readJSON(r, &hb, false); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	app, err := s.authProcess(r, hb.App)
+	if err != nil {
+		if errs.CodeOf(err) == errs.NotFound {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		writeError(w, s.log, err)
+		return
+	}
+	l := s.lookupLive(hb.App, hb.PID)
+	if l == nil {
+		w.WriteHeader(http.StatusNotFound) // register again
+		return
+	}
+	if l.instance != hb.Instance {
+		w.WriteHeader(http.StatusGone)
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	l.lastBeat = now
+	l.usage = hb.Usage
+	save := now.Sub(l.saved) >= usageSaveEvery
+	if save {
+		l.saved = now
+	}
+	l.mu.Unlock()
+	if save {
+		if rec, err := s.cfg.Metadata.GetProcess(r.Context(), hb.App, hb.PID); err == nil {
+			rec.Usage = hb.Usage
+			rec.LastActive = now.Add(-time.Duration(hb.IdleNanos))
+			_ = s.cfg.Metadata.PutProcess(r.Context(), rec)
+		}
+	}
+	writeJSON(w, http.StatusOK, cpapi.HeartbeatReply{Epoch: app.Epoch})
+}

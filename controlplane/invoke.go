@@ -1,0 +1,134 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store"
+)
+
+// invoke is the FaaS-compatible path: pick (or start) a process, forward the
+// raw body over the data plane, answer the raw result. Headers tell the
+// client where the process is, so it can skip the control plane next time.
+func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
+	app, ok := s.app(w, r)
+	if !ok {
+		return
+	}
+	function := r.PathValue("function")
+	input, err := s.readPayload(r)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	pid := r.URL.Query().Get("pid")
+	var out []byte
+	var l *live
+	// A process that goes away between the pick and the call (swap,
+	// shutdown) refuses the call without running it; pick again once.
+	for attempt := 0; attempt < 2; attempt++ {
+		l, err = s.pick(r.Context(), app, pid)
+		if err != nil {
+			break
+		}
+		var dc *client.DataConn
+		if dc, err = l.dataConn(r.Context()); err == nil {
+			out, err = dc.Invoke(r.Context(), function, input)
+		}
+		if !errors.Is(err, errs.ErrUnavailable) || !errors.Is(err, client.ErrNotSent) {
+			break
+		}
+		pid = l.pid
+	}
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set(client.HeaderPID, l.pid)
+	h.Set(client.HeaderAddress, l.addr)
+	h.Set(client.HeaderToken, l.token)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+}
+
+func (s *Server) readPayload(r *http.Request) ([]byte, error) {
+	if r.ContentLength > s.cfg.MaxPayload {
+		return nil, fmt.Errorf("%w: payload of %d bytes, limit %d", errs.ErrResourceExhausted, r.ContentLength, s.cfg.MaxPayload)
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, s.cfg.MaxPayload+1)); err != nil {
+		return nil, fmt.Errorf("%w: read body: %v", errs.ErrInvalidArgument, err)
+	}
+	if int64(buf.Len()) > s.cfg.MaxPayload {
+		return nil, fmt.Errorf("%w: payload over %d bytes", errs.ErrResourceExhausted, s.cfg.MaxPayload)
+	}
+	return buf.Bytes(), nil
+}
+
+// pick returns the process to run an invocation: pid if given (started or
+// brought back if needed), else an active process of the app in turn, else
+// a new one.
+func (s *Server) pick(ctx context.Context, app store.App, pid string) (*live, error) {
+	if pid != "" {
+		if l := s.lookupLive(app.Name, pid); l != nil && isReady(l) {
+			return l, nil
+		}
+		if _, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid); err != nil {
+			return nil, fmt.Errorf("process %s/%s: %w", app.Name, pid, err)
+		}
+		return s.activeProcess(ctx, app, pid)
+	}
+	if l := s.nextActive(app.Name); l != nil {
+		return l, nil
+	}
+	pid = "p-" + randomHex(4)
+	now := time.Now().UTC()
+	if err := s.cfg.Metadata.CreateProcess(ctx, store.Process{App: app.Name, PID: pid,
+		Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now}); err != nil {
+		return nil, err
+	}
+	return s.activeProcess(ctx, app, pid)
+}
+
+func isReady(l *live) bool {
+	select {
+	case <-l.ready:
+		return l.startErr == nil
+	default:
+		return false
+	}
+}
+
+// nextActive returns the app's running processes in turn.
+func (s *Server) nextActive(app string) *live {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var active []*live
+	for _, l := range s.live {
+		if l.app == app && isReady(l) {
+			l.mu.Lock()
+			stopping := l.stopping
+			l.mu.Unlock()
+			if !stopping {
+				active = append(active, l)
+			}
+		}
+	}
+	if len(active) == 0 {
+		return nil
+	}
+	s.rr++
+	return active[s.rr%uint64(len(active))]
+}

@@ -1,0 +1,163 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store"
+	"github.com/praas-dev/praas/wire"
+)
+
+// processView is a process as the API shows it. Token is the data-plane
+// token, given while the process is active.
+type processView struct {
+	store.Process
+	Token string `json:"token,omitempty"`
+}
+
+func (s *Server) viewProcess(app store.App, p store.Process) processView {
+	v := processView{Process: p}
+	v.Handle = ""
+	if l := s.lookupLive(p.App, p.PID); l != nil {
+		l.mu.Lock()
+		if l.usage.Invocations >= v.Usage.Invocations {
+			v.Usage = l.usage
+		}
+		l.mu.Unlock()
+	}
+	if p.Status == store.StatusActive {
+		v.Token = wire.Token(app.Secret, app.Name, p.PID)
+	}
+	return v
+}
+
+func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
+	app, ok := s.app(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		PID string `json:"pid"`
+	}
+	if err := readJSON(r, &req, true); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if req.PID == "" {
+		req.PID = "p-" + randomHex(4)
+	}
+	if err := validName("pid", req.PID); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	status := http.StatusCreated
+	now := time.Now().UTC()
+	err := s.cfg.Metadata.CreateProcess(r.Context(), store.Process{
+		App: app.Name, PID: req.PID, Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now,
+	})
+	if errors.Is(err, errs.ErrAlreadyExists) {
+		// An existing pid that is not running is brought back; a running one is a conflict.
+		rec, gerr := s.cfg.Metadata.GetProcess(r.Context(), app.Name, req.PID)
+		if gerr == nil && s.lookupLive(app.Name, req.PID) == nil &&
+			rec.Status != store.StatusActive && rec.Status != store.StatusAllocating {
+			err, status = nil, http.StatusOK
+		} else {
+			err = fmt.Errorf("%w: process %s/%s already exists", errs.ErrAlreadyExists, app.Name, req.PID)
+		}
+	}
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if _, err := s.activeProcess(r.Context(), app, req.PID); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	rec, err := s.cfg.Metadata.GetProcess(r.Context(), app.Name, req.PID)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	writeJSON(w, status, s.viewProcess(app, rec))
+}
+
+func (s *Server) listProcesses(w http.ResponseWriter, r *http.Request) {
+	app, ok := s.app(w, r)
+	if !ok {
+		return
+	}
+	procs, err := s.cfg.Metadata.ListProcesses(r.Context(), app.Name)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	views := make([]processView, 0, len(procs))
+	for _, p := range procs {
+		views = append(views, s.viewProcess(app, p))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"processes": views})
+}
+
+// process loads the app and process named in the path, answering 404 itself.
+func (s *Server) process(w http.ResponseWriter, r *http.Request) (store.App, store.Process, bool) {
+	app, ok := s.app(w, r)
+	if !ok {
+		return app, store.Process{}, false
+	}
+	p, err := s.cfg.Metadata.GetProcess(r.Context(), app.Name, r.PathValue("pid"))
+	if err != nil {
+		writeError(w, s.log, fmt.Errorf("process %s/%s: %w", app.Name, r.PathValue("pid"), err))
+		return app, p, false
+	}
+	return app, p, true
+}
+
+func (s *Server) getProcess(w http.ResponseWriter, r *http.Request) {
+	if app, p, ok := s.process(w, r); ok {
+		writeJSON(w, http.StatusOK, s.viewProcess(app, p))
+	}
+}
+
+func (s *Server) deleteProcess(w http.ResponseWriter, r *http.Request) {
+	_, p, ok := s.process(w, r)
+	if !ok {
+		return
+	}
+	if err := s.removeProcess(r.Context(), p); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// removeProcess stops a process if it runs and deletes its record and snapshot.
+func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
+	if l := s.lookupLive(p.App, p.PID); l != nil {
+		if err := s.stop(ctx, l, ""); err != nil {
+			s.log.Warn("stop process", "app", p.App, "pid", p.PID, "err", err)
+		}
+	}
+	if err := s.cfg.Metadata.DeleteProcess(ctx, p.App, p.PID); err != nil && !errors.Is(err, errs.ErrNotFound) {
+		return err
+	}
+	if p.Snapshot != "" && s.cfg.Swap != nil {
+		if err := s.cfg.Swap.Delete(ctx, p.Snapshot); err != nil {
+			s.log.Warn("delete snapshot", "app", p.App, "pid", p.PID, "err", err)
+		}
+	}
+	s.bumpEpoch(ctx, p.App)
+	s.log.Info("process deleted", "app", p.App, "pid", p.PID)
+	return nil
+}
+
+func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
+	writeError(w, s.log, fmt.Errorf("%w: swapping is not available yet", errs.ErrFailedPrecondition))
+}
+
+func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
+	writeError(w, s.log, fmt.Errorf("%w: messages are not available yet", errs.ErrFailedPrecondition))
+}

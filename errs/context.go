@@ -1,0 +1,5 @@
+package errs
+
+import "context"
+
+var errContextDeadline = context.DeadlineExceeded

@@ -1,0 +1,57 @@
+package errs
+
+import "net/http"
+
+// HTTPStatus maps a code to the status the REST API answers with.
+func HTTPStatus(c Code) int {
+	switch c {
+	case NotFound:
+		return http.StatusNotFound
+	case AlreadyExists:
+		return http.StatusConflict
+	case InvalidArgument:
+		return http.StatusBadRequest
+	case FailedPrecondition:
+		return http.StatusConflict
+	case ResourceExhausted:
+		return http.StatusRequestEntityTooLarge
+	case Unavailable:
+		return http.StatusServiceUnavailable
+	case Unauthenticated:
+		return http.StatusUnauthorized
+	case PermissionDenied:
+		return http.StatusForbidden
+	case DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case FunctionFailed:
+		return http.StatusUnprocessableEntity
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// FromHTTPStatus maps a REST status back to a code, for clients.
+func FromHTTPStatus(status int) Code {
+	switch status {
+	case http.StatusNotFound:
+		return NotFound
+	case http.StatusConflict:
+		return AlreadyExists
+	case http.StatusBadRequest:
+		return InvalidArgument
+	case http.StatusRequestEntityTooLarge:
+		return ResourceExhausted
+	case http.StatusServiceUnavailable:
+		return Unavailable
+	case http.StatusUnauthorized:
+		return Unauthenticated
+	case http.StatusForbidden:
+		return PermissionDenied
+	case http.StatusGatewayTimeout:
+		return DeadlineExceeded
+	case http.StatusUnprocessableEntity:
+		return FunctionFailed
+	default:
+		return Internal
+	}
+}

@@ -1,0 +1,75 @@
+// Package praas is the function SDK of praas, Process-as-a-Service: write
+// functions against a cloud process (its state, its mailbox, other
+// processes), register them, and serve.
+//
+//	func main() {
+//		praas.Register("hello", func(ctx context.Context, p *praas.Process, in []byte) ([]byte, error) {
+//			n, _ := p.State("visits")
+//			p.SetState("visits", append(n, '.'))
+//			return append([]byte("hello "), in...), nil
+//		})
+//		praas.Serve()
+//	}
+//
+// A binary built this way is an image: give its path at app creation and
+// the control plane starts it for every process of the app.
+package praas
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/praas-dev/praas/process"
+)
+
+// Process is the handle a function uses to reach its process.
+type Process = process.Process
+
+// Handler is a function of an image.
+type Handler = process.Handler
+
+// Option configures a function at registration.
+type Option = process.Option
+
+// Image is a set of functions.
+type Image = process.Image
+
+// Special process ids.
+const (
+	Self = process.Self // the calling process
+	Any  = process.Any  // any source, in Recv
+)
+
+// DefaultImage holds the functions registered with Register.
+var DefaultImage = process.NewImage()
+
+// Register adds a function to DefaultImage.
+func Register(name string, h Handler, opts ...Option) { DefaultImage.Register(name, h, opts...) }
+
+// Serve runs DefaultImage as the process the control plane started, until
+// it is told to stop (SIGTERM, SIGINT). It exits the program on error.
+func Serve() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := ServeImage(ctx, DefaultImage); err != nil {
+		fmt.Fprintln(os.Stderr, "praas:", err)
+		os.Exit(1)
+	}
+}
+
+// ServeImage runs im with the configuration the backend passed in the
+// environment until ctx ends.
+func ServeImage(ctx context.Context, im *Image) error {
+	cfg, err := process.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	rt, err := process.New(cfg, im)
+	if err != nil {
+		return err
+	}
+	return rt.Run(ctx)
+}

@@ -1,0 +1,62 @@
+package process
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/praas-dev/praas/errs"
+)
+
+// Special process ids for Send, Recv and Invoke.
+const (
+	// Self names the calling process: Invoke(Self, ...) is a local call
+	// without the network.
+	Self = "@self"
+	// Any matches every source in Recv.
+	Any = "@any"
+)
+
+// Process is what functions use to reach their process: its state, its
+// mailbox, other processes. It is shared by all invocations and safe for
+// concurrent use.
+type Process struct {
+	rt *Runtime
+}
+
+// PID is this process's id.
+func (p *Process) PID() string { return p.rt.cfg.PID }
+
+// App is this process's application.
+func (p *Process) App() string { return p.rt.cfg.App }
+
+// State returns the value stored under key. The slice must not be modified.
+func (p *Process) State(key string) ([]byte, bool) { return p.rt.state.get(key) }
+
+// SetState stores data under key. The process keeps data: the caller must not
+// modify it afterwards.
+func (p *Process) SetState(key string, data []byte) { p.rt.state.set(key, data) }
+
+// DeleteState removes key.
+func (p *Process) DeleteState(key string) { p.rt.state.delete(key) }
+
+// UpdateState atomically replaces the value under key with fn's result;
+// fn gets the old value (ok false if absent) and must not keep it.
+func (p *Process) UpdateState(key string, fn func(old []byte, ok bool) []byte) []byte {
+	return p.rt.state.update(key, fn)
+}
+
+// StateKeys lists the keys in state, sorted.
+func (p *Process) StateKeys() []string { return p.rt.state.keys() }
+
+// Invoke runs function in process dest with input and returns its result.
+// With dest Self it is a local call: no network, no copy of input.
+func (p *Process) Invoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
+	if dest == Self || dest == p.rt.cfg.PID {
+		fn, ok := p.rt.image.Lookup(function)
+		if !ok {
+			return nil, fmt.Errorf("%w: function %q is not in the image", errs.ErrNotFound, function)
+		}
+		return p.rt.call(ctx, fn, input)
+	}
+	return p.rt.remoteInvoke(ctx, dest, function, input)
+}

@@ -1,0 +1,95 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/praas-dev/praas/internal/cpapi"
+)
+
+// errRetired is returned by report when the control plane no longer wants
+// this instance (the process was deleted or started elsewhere).
+var errRetired = errors.New("retired by the control plane")
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// report registers with the control plane, then sends heartbeats with usage
+// until ctx ends. When the control plane is unreachable it keeps trying, so
+// a restarted control plane finds the process again.
+func (rt *Runtime) report(ctx context.Context) error {
+	reg := cpapi.Register{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance, Address: rt.addr}
+	registered := false
+	tick := time.NewTicker(rt.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		var err error
+		if !registered {
+			err = rt.post(ctx, cpapi.PathRegister, reg, nil)
+			registered = err == nil
+			if registered {
+				rt.log.Debug("registered with the control plane")
+			}
+		} else {
+			hb := cpapi.Heartbeat{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance,
+				Usage: rt.usage(), IdleNanos: int64(rt.idleFor())}
+			var reply cpapi.HeartbeatReply
+			err = rt.post(ctx, cpapi.PathHeartbeat, hb, &reply)
+			if errors.Is(err, errUnknownInstance) {
+				registered = false // the control plane lost us: register again now
+				continue
+			}
+		}
+		if errors.Is(err, errRetired) {
+			return err
+		}
+		if err != nil && ctx.Err() == nil {
+			rt.log.Debug("control plane unreachable", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+var errUnknownInstance = errors.New("unknown to the control plane")
+
+func (rt *Runtime) post(ctx context.Context, path string, body, reply any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(rt.cfg.ControlPlane, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+rt.cfg.Secret)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if reply != nil {
+			return json.NewDecoder(resp.Body).Decode(reply)
+		}
+		return nil
+	case http.StatusGone:
+		return errRetired
+	case http.StatusNotFound:
+		return errUnknownInstance
+	default:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("control plane %s: %s: %s", path, resp.Status, bytes.TrimSpace(msg))
+	}
+}

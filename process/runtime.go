@@ -1,0 +1,261 @@
+// Package process is the praas process runtime: the controller that runs
+// inside every cloud process. It serves the data plane, runs each invocation
+// in its own goroutine under a concurrency limit, keeps the process state in
+// memory, and registers with and reports to the control plane.
+//
+// Images use it through the root package praas (Register, Serve).
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/store"
+	"github.com/praas-dev/praas/wire"
+)
+
+// Config configures a runtime. Backends pass it through the environment
+// (see ConfigFromEnv).
+type Config struct {
+	App, PID string
+	// Instance identifies this start of the process; the control plane
+	// ignores reports from older instances.
+	Instance string
+	// Secret is the application secret from which data-plane tokens derive.
+	Secret string
+	// ControlPlane is the control plane's base URL; empty runs standalone
+	// (no registration, no reports), which tests use.
+	ControlPlane string
+	// Listen is the data-plane address (default 127.0.0.1:0).
+	Listen string
+	// Advertise is the host announced to the control plane when Listen's
+	// host is unspecified (0.0.0.0 or empty).
+	Advertise string
+	// MaxConcurrency bounds invocations running at once; more wait (default 256).
+	MaxConcurrency int
+	// MaxPayload bounds an invocation input or message (default 64 MiB).
+	MaxPayload int
+	// Heartbeat is the reporting period (default 500ms).
+	Heartbeat time.Duration
+	// DrainTimeout bounds how long a shutdown waits for running invocations (default 30s).
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:0"
+	}
+	if c.MaxConcurrency <= 0 {
+		c.MaxConcurrency = 256
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = wire.DefaultMaxPayload
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 500 * time.Millisecond
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration that cannot run.
+func (c *Config) Validate() error {
+	if c.App == "" || c.PID == "" {
+		return errors.New("process runtime: app and pid are required")
+	}
+	if c.Secret == "" {
+		return errors.New("process runtime: secret is required")
+	}
+	return nil
+}
+
+// ConfigFromEnv reads the configuration a backend passed in the environment.
+func ConfigFromEnv() (Config, error) {
+	c := Config{
+		App:          os.Getenv(cpapi.EnvApp),
+		PID:          os.Getenv(cpapi.EnvPID),
+		Instance:     os.Getenv(cpapi.EnvInstance),
+		Secret:       os.Getenv(cpapi.EnvSecret),
+		ControlPlane: os.Getenv(cpapi.EnvControlPlane),
+		Listen:       os.Getenv(cpapi.EnvListen),
+		Advertise:    os.Getenv(cpapi.EnvAdvertise),
+	}
+	var err error
+	if v := os.Getenv(cpapi.EnvMaxConcurrency); v != "" {
+		if c.MaxConcurrency, err = strconv.Atoi(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxConcurrency, err)
+		}
+	}
+	if v := os.Getenv(cpapi.EnvMaxPayload); v != "" {
+		if c.MaxPayload, err = strconv.Atoi(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxPayload, err)
+		}
+	}
+	if v := os.Getenv(cpapi.EnvHeartbeat); v != "" {
+		if c.Heartbeat, err = time.ParseDuration(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvHeartbeat, err)
+		}
+	}
+	return c, c.Validate()
+}
+
+// Runtime is one running process.
+type Runtime struct {
+	cfg   Config
+	image *Image
+	log   *slog.Logger
+	proc  *Process
+	state *state
+
+	sem      chan struct{}
+	ln       net.Listener
+	addr     string
+	ready    chan struct{}
+	draining atomic.Bool
+	inflight sync.WaitGroup
+
+	connsMu sync.Mutex
+	conns   map[*serverConn]struct{}
+
+	// usage, reported to the control plane
+	invocations atomic.Uint64
+	busyNanos   atomic.Uint64
+	bytesIn     atomic.Uint64
+	bytesOut    atomic.Uint64
+	running     atomic.Int64
+	lastActive  atomic.Int64 // unix nanos of the last data-plane activity
+}
+
+// New prepares a runtime; Run starts it.
+func New(cfg Config, im *Image) (*Runtime, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rt := &Runtime{
+		cfg:   cfg,
+		image: im,
+		log:   cfg.Logger.With("app", cfg.App, "pid", cfg.PID),
+		state: newState(),
+		sem:   make(chan struct{}, cfg.MaxConcurrency),
+		ready: make(chan struct{}),
+		conns: make(map[*serverConn]struct{}),
+	}
+	rt.proc = &Process{rt: rt}
+	rt.lastActive.Store(time.Now().UnixNano())
+	return rt, nil
+}
+
+// Process returns the handle functions receive.
+func (rt *Runtime) Process() *Process { return rt.proc }
+
+// Ready is closed once the data plane listens.
+func (rt *Runtime) Ready() <-chan struct{} { return rt.ready }
+
+// Addr is the data-plane address; valid after Ready.
+func (rt *Runtime) Addr() string { return rt.addr }
+
+// Run serves the data plane and reports to the control plane until ctx ends,
+// then drains: clients are told to go away, running invocations finish
+// (within DrainTimeout), and Run returns.
+func (rt *Runtime) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", rt.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("data plane listen: %w", err)
+	}
+	rt.ln = ln
+	rt.addr = advertised(ln.Addr().(*net.TCPAddr), rt.cfg.Advertise)
+	close(rt.ready)
+	rt.log.Info("data plane listening", "addr", rt.addr)
+
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		rt.acceptLoop(ctx)
+	}()
+
+	var reporter chan error
+	if rt.cfg.ControlPlane != "" {
+		reporter = make(chan error, 1)
+		go func() { reporter <- rt.report(ctx) }()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-reporter:
+		// The control plane told us we are gone (deleted or replaced).
+	}
+	rt.drain()
+	ln.Close()
+	<-acceptDone
+	if errors.Is(runErr, errRetired) {
+		rt.log.Info("retired by the control plane")
+		return nil
+	}
+	return runErr
+}
+
+func advertised(a *net.TCPAddr, host string) string {
+	if a.IP.IsUnspecified() {
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		return net.JoinHostPort(host, strconv.Itoa(a.Port))
+	}
+	return a.String()
+}
+
+// drain stops new work, tells clients to go away and waits for running
+// invocations.
+func (rt *Runtime) drain() {
+	rt.draining.Store(true)
+	rt.connsMu.Lock()
+	for c := range rt.conns {
+		c.goAway("process is shutting down")
+	}
+	rt.connsMu.Unlock()
+	done := make(chan struct{})
+	go func() { rt.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(rt.cfg.DrainTimeout):
+		rt.log.Warn("drain timeout: invocations still running", "running", rt.running.Load())
+	}
+	rt.connsMu.Lock()
+	for c := range rt.conns {
+		c.close()
+	}
+	rt.connsMu.Unlock()
+}
+
+func (rt *Runtime) usage() store.Usage {
+	return store.Usage{
+		Invocations: rt.invocations.Load(),
+		BusyNanos:   rt.busyNanos.Load(),
+		BytesIn:     rt.bytesIn.Load(),
+		BytesOut:    rt.bytesOut.Load(),
+	}
+}
+
+// idleFor is how long no invocation has run or arrived.
+func (rt *Runtime) idleFor() time.Duration {
+	if rt.running.Load() > 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, rt.lastActive.Load()))
+}

@@ -1,0 +1,300 @@
+package process_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/process"
+	"github.com/praas-dev/praas/wire"
+)
+
+const secret = "test-secret"
+
+// startRuntime runs a standalone runtime (no control plane) with im and
+// returns its address and a token for it.
+func startRuntime(t *testing.T, im *process.Image, mutate ...func(*process.Config)) (*process.Runtime, string) {
+	t.Helper()
+	cfg := process.Config{App: "app", PID: "p1", Secret: secret, DrainTimeout: 5 * time.Second}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	rt, err := process.New(cfg, im)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runtime: %v", err)
+		}
+	})
+	select {
+	case <-rt.Ready():
+	case err := <-done:
+		t.Fatalf("runtime ended: %v", err)
+	}
+	return rt, wire.Token(secret, "app", "p1")
+}
+
+func dial(t *testing.T, rt *process.Runtime, token string) *client.DataConn {
+	t.Helper()
+	dc, err := client.Dial(context.Background(), rt.Addr(), token, client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dc.Close() })
+	return dc
+}
+
+func testImage() *process.Image {
+	im := process.NewImage()
+	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
+	im.Register("panic", func(context.Context, *process.Process, []byte) ([]byte, error) { panic("boom") })
+	im.Register("fail", func(context.Context, *process.Process, []byte) ([]byte, error) {
+		return nil, errors.New("it went wrong")
+	})
+	im.Register("append", func(_ context.Context, p *process.Process, in []byte) ([]byte, error) {
+		return p.UpdateState("log", func(old []byte, _ bool) []byte { return append(bytes.Clone(old), in...) }), nil
+	})
+	im.Register("local", func(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
+		return p.Invoke(ctx, process.Self, "echo", in)
+	})
+	return im
+}
+
+func TestInvokeAndErrors(t *testing.T) {
+	rt, token := startRuntime(t, testImage())
+	dc := dial(t, rt, token)
+	ctx := context.Background()
+	tests := []struct {
+		fn, in, want string
+		code         errs.Code
+	}{
+		{fn: "echo", in: "hello", want: "hello"},
+		{fn: "echo", in: "", want: ""},
+		{fn: "local", in: "via self", want: "via self"},
+		{fn: "nosuch", code: errs.NotFound},
+		{fn: "panic", code: errs.FunctionFailed},
+		{fn: "fail", code: errs.FunctionFailed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.fn, func(t *testing.T) {
+			out, err := dc.Invoke(ctx, tc.fn, []byte(tc.in))
+			if tc.code != errs.Unknown {
+				if errs.CodeOf(err) != tc.code {
+					t.Fatalf("error %v has code %v, want %v", err, errs.CodeOf(err), tc.code)
+				}
+				return
+			}
+			if err != nil || string(out) != tc.want {
+				t.Fatalf("got %q, %v; want %q", out, err, tc.want)
+			}
+		})
+	}
+	// The panic did not take the process down.
+	if out, err := dc.Invoke(ctx, "echo", []byte("still here")); err != nil || string(out) != "still here" {
+		t.Fatalf("after panic: %q %v", out, err)
+	}
+}
+
+func TestStatePersistsAcrossInvocations(t *testing.T) {
+	rt, token := startRuntime(t, testImage())
+	dc := dial(t, rt, token)
+	for _, part := range []string{"a", "b", "c"} {
+		if _, err := dc.Invoke(context.Background(), "append", []byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, _ := rt.Process().State("log"); string(v) != "abc" {
+		t.Fatalf("state log = %q, want abc", v)
+	}
+}
+
+// Many goroutines share one connection; every result must match its request.
+func TestConcurrentInvocationsOneConnection(t *testing.T) {
+	rt, token := startRuntime(t, testImage())
+	dc := dial(t, rt, token)
+	const workers, each = 32, 200
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				in := []byte(fmt.Sprintf("worker %d call %d %s", w, i, bytes.Repeat([]byte{'x'}, (w*i)%3000)))
+				out, err := dc.Invoke(context.Background(), "echo", in)
+				if err != nil || !bytes.Equal(out, in) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Fatalf("%d of %d results did not match their request", n, workers*each)
+	}
+}
+
+func TestConcurrencyLimitQueues(t *testing.T) {
+	var running, peak atomic.Int64
+	im := process.NewImage()
+	im.Register("slow", func(context.Context, *process.Process, []byte) ([]byte, error) {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		running.Add(-1)
+		return nil, nil
+	})
+	rt, token := startRuntime(t, im, func(c *process.Config) { c.MaxConcurrency = 2 })
+	dc := dial(t, rt, token)
+	var calls []*client.Call
+	for range 8 {
+		c, err := dc.Go("slow", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, c)
+	}
+	for _, c := range calls {
+		if _, err := c.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := peak.Load(); p != 2 {
+		t.Fatalf("peak concurrency %d, want exactly the limit 2", p)
+	}
+}
+
+// A chain of dependent invocations pipelined without waiting runs in order.
+func TestDependencyChain(t *testing.T) {
+	rt, token := startRuntime(t, testImage())
+	dc := dial(t, rt, token)
+	var prev []uint64
+	var calls []*client.Call
+	for i := range 50 {
+		c, err := dc.Go("append", []byte{byte('a' + i%26)}, prev...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = []uint64{c.ID}
+		calls = append(calls, c)
+	}
+	var want []byte
+	for i := range 50 {
+		want = append(want, byte('a'+i%26))
+	}
+	for _, c := range calls {
+		if _, err := c.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, _ := rt.Process().State("log"); !bytes.Equal(v, want) {
+		t.Fatalf("state log = %q, want %q", v, want)
+	}
+}
+
+func TestBadToken(t *testing.T) {
+	rt, _ := startRuntime(t, testImage())
+	_, err := client.Dial(context.Background(), rt.Addr(), "wrong", client.DialOptions{})
+	if !errors.Is(err, errs.ErrUnauthenticated) {
+		t.Fatalf("dial with bad token: %v", err)
+	}
+}
+
+func TestOversizedPayloadRefused(t *testing.T) {
+	rt, token := startRuntime(t, testImage(), func(c *process.Config) { c.MaxPayload = 1024 })
+	dc := dial(t, rt, token)
+	_, err := dc.Invoke(context.Background(), "echo", make([]byte, 4096))
+	if !errors.Is(err, errs.ErrResourceExhausted) {
+		t.Fatalf("oversized invoke: %v", err)
+	}
+	if out, err := dc.Invoke(context.Background(), "echo", []byte("small")); err != nil || string(out) != "small" {
+		t.Fatalf("connection unusable after refusal: %q %v", out, err)
+	}
+}
+
+// Garbage on one connection gets an error frame and that connection closed;
+// other connections keep working.
+func TestMalformedFramesCloseOnlyThatConnection(t *testing.T) {
+	rt, token := startRuntime(t, testImage())
+	good := dial(t, rt, token)
+	garbage := [][]byte{
+		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+		{0, 0, 0, 0, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+	}
+	for _, g := range garbage {
+		conn, err := net.Dial("tcp", rt.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		conn.Write(g)
+		f, err := wire.NewReader(conn, 0).Next()
+		if err != nil || f.Type != wire.FrameError {
+			t.Fatalf("reply to garbage: type %d err %v, want an error frame", f.Type, err)
+		}
+		if _, err := wire.NewReader(conn, 0).Next(); err == nil {
+			t.Fatal("connection still open after malformed frame")
+		}
+		conn.Close()
+	}
+	if out, err := good.Invoke(context.Background(), "echo", []byte("ok")); err != nil || string(out) != "ok" {
+		t.Fatalf("other connection broken: %q %v", out, err)
+	}
+}
+
+// On shutdown clients are told to go away and running invocations finish.
+func TestDrainFinishesRunningInvocations(t *testing.T) {
+	release := make(chan struct{})
+	im := process.NewImage()
+	im.Register("wait", func(context.Context, *process.Process, []byte) ([]byte, error) {
+		<-release
+		return []byte("done"), nil
+	})
+	rt, err := process.New(process.Config{App: "app", PID: "p1", Secret: secret}, im)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	<-rt.Ready()
+	dc := dial(t, rt, wire.Token(secret, "app", "p1"))
+	call, err := dc.Go("wait", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the invocation start
+	cancel()
+	for dc.Usable() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := dc.Invoke(context.Background(), "wait", nil); !errors.Is(err, client.ErrNotSent) {
+		t.Fatalf("invoke after go-away: %v, want ErrNotSent", err)
+	}
+	close(release)
+	if out, err := call.Wait(context.Background()); err != nil || string(out) != "done" {
+		t.Fatalf("running invocation: %q %v", out, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

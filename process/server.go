@@ -1,0 +1,259 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/wire"
+)
+
+func (rt *Runtime) acceptLoop(ctx context.Context) {
+	for {
+		conn, err := rt.ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				rt.log.Warn("accept", "err", err)
+			}
+			return
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		c := &serverConn{
+			rt:       rt,
+			conn:     conn,
+			w:        wire.NewWriter(conn),
+			r:        wire.NewReader(conn, rt.cfg.MaxPayload),
+			inflight: make(map[uint64]*tracked),
+		}
+		rt.connsMu.Lock()
+		if rt.draining.Load() {
+			rt.connsMu.Unlock()
+			_ = c.w.WriteFrame(wire.FrameError, 0, wire.EncodeCode(errs.Unavailable), []byte("process is shutting down"))
+			conn.Close()
+			continue
+		}
+		rt.conns[c] = struct{}{}
+		rt.connsMu.Unlock()
+		go c.serve(ctx)
+	}
+}
+
+// serverConn is one accepted data-plane connection.
+type serverConn struct {
+	rt     *Runtime
+	conn   net.Conn
+	w      *wire.Writer
+	r      *wire.Reader
+	source string // pid of the peer process, if it is one
+
+	mu       sync.Mutex
+	inflight map[uint64]*tracked // invocations received and not yet finished, for After
+	closed   bool
+}
+
+// tracked is an invocation that later ones on the connection may wait for.
+type tracked struct {
+	done chan struct{} // made only when someone waits
+}
+
+func (c *serverConn) serve(ctx context.Context) {
+	defer func() {
+		c.close()
+		c.rt.connsMu.Lock()
+		delete(c.rt.conns, c)
+		c.rt.connsMu.Unlock()
+	}()
+	if err := c.handshake(); err != nil {
+		c.rt.log.Debug("data-plane handshake refused", "remote", c.conn.RemoteAddr(), "err", err)
+		return
+	}
+	for {
+		f, err := c.r.Next()
+		if err != nil {
+			if errors.Is(err, wire.ErrTooLarge) {
+				c.replyError(f.ID, fmt.Errorf("%w: %w", errs.ErrResourceExhausted, err))
+				continue
+			}
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.fatal(errs.InvalidArgument, err)
+			}
+			return
+		}
+		c.rt.lastActive.Store(time.Now().UnixNano())
+		switch f.Type {
+		case wire.FrameInvoke:
+			inv, err := wire.DecodeInvoke(f.Meta)
+			if err != nil {
+				c.fatal(errs.InvalidArgument, err)
+				return
+			}
+			c.startInvocation(ctx, f.ID, inv, f.Payload)
+		case wire.FrameMessage:
+			m, err := wire.DecodeMessage(f.Meta)
+			if err != nil {
+				c.fatal(errs.InvalidArgument, err)
+				return
+			}
+			if err := c.rt.acceptMessage(ctx, c.source, m, f.Payload); err != nil {
+				c.replyError(f.ID, err)
+			} else {
+				_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)
+			}
+		case wire.FramePing:
+			_ = c.w.WriteFrame(wire.FramePong, f.ID, nil, f.Payload)
+		default:
+			c.fatal(errs.InvalidArgument, fmt.Errorf("%w: unexpected frame type %d", wire.ErrMalformed, f.Type))
+			return
+		}
+	}
+}
+
+func (c *serverConn) handshake() error {
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.conn.SetReadDeadline(time.Time{})
+	f, err := c.r.Next()
+	if err != nil {
+		c.fatal(errs.InvalidArgument, err)
+		return err
+	}
+	if f.Type != wire.FrameHello {
+		err := fmt.Errorf("%w: first frame must be hello, got type %d", wire.ErrMalformed, f.Type)
+		c.fatal(errs.InvalidArgument, err)
+		return err
+	}
+	h, err := wire.DecodeHello(f.Meta)
+	if err != nil {
+		c.fatal(errs.InvalidArgument, err)
+		return err
+	}
+	if h.Version < wire.MinVersion {
+		err := fmt.Errorf("protocol version %d is not supported (%d to %d are)", h.Version, wire.MinVersion, wire.Version)
+		c.fatal(errs.FailedPrecondition, err)
+		return err
+	}
+	cfg := &c.rt.cfg
+	if !wire.CheckToken(cfg.Secret, cfg.App, cfg.PID, h.Token) {
+		err := fmt.Errorf("invalid data-plane token for %s/%s", cfg.App, cfg.PID)
+		c.fatal(errs.Unauthenticated, err)
+		return err
+	}
+	c.source = h.Source
+	w := wire.Welcome{Version: min(h.Version, wire.Version), App: cfg.App, PID: cfg.PID}
+	return c.w.WriteFrame(wire.FrameWelcome, 0, w.Encode(), nil)
+}
+
+// fatal answers a connection-level error and closes the connection; other
+// connections are not affected.
+func (c *serverConn) fatal(code errs.Code, err error) {
+	_ = c.w.WriteFrame(wire.FrameError, 0, wire.EncodeCode(code), []byte(err.Error()))
+	c.close()
+}
+
+func (c *serverConn) close() {
+	c.mu.Lock()
+	already := c.closed
+	c.closed = true
+	c.mu.Unlock()
+	if !already {
+		c.conn.Close()
+	}
+}
+
+func (c *serverConn) goAway(reason string) {
+	_ = c.w.WriteFrame(wire.FrameGoAway, 0, wire.EncodeCode(errs.Unavailable), []byte(reason))
+}
+
+func (c *serverConn) replyError(id uint64, err error) {
+	code := errs.CodeOf(err)
+	if code == errs.Unknown {
+		code = errs.Internal
+	}
+	_ = c.w.WriteFrame(wire.FrameError, id, wire.EncodeCode(code), []byte(err.Error()))
+}
+
+func (c *serverConn) startInvocation(ctx context.Context, id uint64, inv wire.Invoke, input []byte) {
+	rt := c.rt
+	if rt.draining.Load() {
+		c.replyError(id, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID))
+		return
+	}
+	fn, ok := rt.image.Lookup(inv.Function)
+	if !ok {
+		c.replyError(id, fmt.Errorf("%w: function %q is not in the image of %s/%s", errs.ErrNotFound, inv.Function, rt.cfg.App, rt.cfg.PID))
+		return
+	}
+	var waitFor []chan struct{}
+	c.mu.Lock()
+	for _, dep := range inv.After {
+		if t := c.inflight[dep]; t != nil {
+			if t.done == nil {
+				t.done = make(chan struct{})
+			}
+			waitFor = append(waitFor, t.done)
+		}
+		// An id not in flight has finished (frames are read in order).
+	}
+	c.inflight[id] = &tracked{}
+	c.mu.Unlock()
+
+	rt.inflight.Add(1)
+	go func() {
+		defer rt.inflight.Done()
+		for _, ch := range waitFor {
+			<-ch
+		}
+		out, err := rt.execute(ctx, fn, input)
+		c.mu.Lock()
+		if t := c.inflight[id]; t != nil && t.done != nil {
+			close(t.done)
+		}
+		delete(c.inflight, id)
+		c.mu.Unlock()
+		if err != nil {
+			c.replyError(id, err)
+			return
+		}
+		_ = c.w.WriteFrame(wire.FrameResult, id, nil, out)
+	}()
+}
+
+// execute runs one invocation under the concurrency limit, with accounting.
+func (rt *Runtime) execute(ctx context.Context, fn *Function, input []byte) ([]byte, error) {
+	rt.sem <- struct{}{}
+	defer func() { <-rt.sem }()
+	rt.running.Add(1)
+	start := time.Now()
+	out, err := rt.call(ctx, fn, input)
+	end := time.Now()
+	rt.running.Add(-1)
+	rt.lastActive.Store(end.UnixNano())
+	rt.invocations.Add(1)
+	rt.busyNanos.Add(uint64(end.Sub(start)))
+	rt.bytesIn.Add(uint64(len(input)))
+	rt.bytesOut.Add(uint64(len(out)))
+	return out, err
+}
+
+// call runs the handler; a panic fails this invocation only.
+func (rt *Runtime) call(ctx context.Context, fn *Function, input []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rt.log.Error("function panicked", "function", fn.Name, "panic", r, "stack", string(debug.Stack()))
+			out, err = nil, fmt.Errorf("%w: function %q panicked: %v", errs.ErrFunctionFailed, fn.Name, r)
+		}
+	}()
+	out, err = fn.Handler(ctx, rt.proc, input)
+	if code := errs.CodeOf(err); err != nil && (code == errs.Unknown || code == errs.Unavailable) {
+		// Unavailable is reserved for "not run": clients retry those elsewhere.
+		err = fmt.Errorf("%w: %w", errs.ErrFunctionFailed, err)
+	}
+	return out, err
+}

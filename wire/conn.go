@@ -1,0 +1,141 @@
+package wire
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// Frame is one received frame. Meta and Payload alias one buffer that
+// belongs to the receiver of the frame from then on.
+type Frame struct {
+	Header
+	Meta    []byte
+	Payload []byte
+}
+
+// Reader reads frames from a stream. It is not safe for concurrent use: a
+// connection has one reading goroutine.
+type Reader struct {
+	br         *bufio.Reader
+	maxPayload uint32
+	hdr        [HeaderLen]byte
+}
+
+// NewReader reads frames from r, refusing payloads over maxPayload bytes
+// (DefaultMaxPayload if maxPayload is 0). Metadata is bounded by its uint16 length.
+func NewReader(r io.Reader, maxPayload int) *Reader {
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), maxPayload: uint32(min(maxPayload, 1<<32-1))}
+}
+
+// Next reads the next frame. On ErrTooLarge the frame's header is returned
+// (so the caller can answer its ID), its body was discarded, and the reader
+// can go on. Any other error leaves the stream unusable.
+func (r *Reader) Next() (Frame, error) {
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		return Frame{}, err
+	}
+	h, err := ParseHeader(r.hdr[:])
+	if err != nil {
+		return Frame{Header: h}, err
+	}
+	if h.BodyLen-uint32(h.MetaLen) > r.maxPayload {
+		if _, err := r.br.Discard(int(h.BodyLen)); err != nil {
+			return Frame{Header: h}, err
+		}
+		return Frame{Header: h}, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, h.BodyLen-uint32(h.MetaLen), r.maxPayload)
+	}
+	body := make([]byte, h.BodyLen)
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{Header: h}, err
+	}
+	return Frame{Header: h, Meta: body[:h.MetaLen], Payload: body[h.MetaLen:]}, nil
+}
+
+// writeBufferSize is how much small frames are batched before a flush.
+const writeBufferSize = 64 << 10
+
+// directPayload is the payload size from which a payload is written straight
+// from the caller's slice with writev instead of being copied into the buffer.
+const directPayload = 16 << 10
+
+// Writer writes frames to a connection. It is safe for concurrent use: many
+// goroutines answer invocations on one connection. Frames written while
+// other writers wait are batched into one syscall; the last writer flushes,
+// so nothing waits for a timer.
+type Writer struct {
+	w       io.Writer
+	waiting atomic.Int32
+	mu      sync.Mutex
+	buf     []byte
+	bufs    net.Buffers
+	err     error // sticky: after a write error every write fails
+}
+
+// NewWriter writes to w (usually a *net.TCPConn, so writev applies).
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{w: w, buf: make([]byte, 0, writeBufferSize)}
+}
+
+// WriteFrame writes one frame. meta and payload are not retained.
+func (w *Writer) WriteFrame(typ uint8, id uint64, meta, payload []byte) error {
+	if len(meta) > MaxMeta {
+		return fmt.Errorf("%w: metadata of %d bytes", ErrMalformed, len(meta))
+	}
+	body := len(meta) + len(payload)
+	if uint64(body) > 1<<32-1 {
+		return fmt.Errorf("%w: body of %d bytes", ErrTooLarge, body)
+	}
+	w.waiting.Add(1)
+	w.mu.Lock()
+	w.waiting.Add(-1)
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	var hdr [HeaderLen]byte
+	PutHeader(hdr[:], Header{BodyLen: uint32(body), Type: typ, MetaLen: uint16(len(meta)), ID: id})
+	w.buf = append(w.buf, hdr[:]...)
+	w.buf = append(w.buf, meta...)
+	if len(payload) >= directPayload {
+		// Header and payload leave in one writev, the payload from the caller's memory.
+		w.bufs = append(w.bufs[:0], w.buf, payload)
+		_, err := w.bufs.WriteTo(w.w)
+		w.bufs = w.bufs[:0]
+		w.buf = w.buf[:0]
+		if err != nil {
+			w.err = err
+		}
+		return err
+	}
+	w.buf = append(w.buf, payload...)
+	if w.waiting.Load() == 0 || len(w.buf) >= writeBufferSize {
+		return w.flushLocked()
+	}
+	return nil
+}
+
+func (w *Writer) flushLocked() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.buf)
+	if cap(w.buf) > 4*writeBufferSize {
+		w.buf = make([]byte, 0, writeBufferSize) // don't keep a huge buffer after one big burst
+	} else {
+		w.buf = w.buf[:0]
+	}
+	if err != nil {
+		w.err = err
+	}
+	return err
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// praasBin is the praas binary built once for the end-to-end tests: the
+// control plane runs as a real OS process and starts real processes.
+var praasBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "praas-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	praasBin = filepath.Join(dir, "praas")
+	build := exec.Command("go", "build", "-o", praasBin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build praas:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// controlPlane is a `praas up` running as an OS process.
+type controlPlane struct {
+	cmd      *exec.Cmd
+	endpoint string
+	stderr   *bytes.Buffer
+	exited   chan error
+}
+
+// startControlPlane runs `praas up` on a random port with data in dataDir
+// and points the CLI of this test at it.
+func startControlPlane(t *testing.T, dataDir string, extra ...string) *controlPlane {
+	t.Helper()
+	args := append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, extra...)
+	cmd := exec.Command(praasBin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &controlPlane{cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = &lockedWriter{w: cp.stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cp.exited <- cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("praas up printed no address: %v\n%s", err, cp.stderr)
+	}
+	// "praas control plane listening on http://127.0.0.1:PORT (data in ...)"
+	for _, f := range strings.Fields(line) {
+		if strings.HasPrefix(f, "http://") {
+			cp.endpoint = f
+		}
+	}
+	if cp.endpoint == "" {
+		t.Fatalf("no endpoint in %q", line)
+	}
+	t.Setenv(EnvEndpoint, cp.endpoint)
+	t.Cleanup(func() { cp.terminate(t) })
+	return cp
+}
+
+// terminate sends SIGTERM and waits for a graceful exit.
+func (cp *controlPlane) terminate(t *testing.T) {
+	t.Helper()
+	if cp.cmd.ProcessState != nil {
+		return
+	}
+	_ = cp.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-cp.exited:
+		if err != nil {
+			t.Errorf("control plane exit: %v\n%s", err, cp.stderr)
+		}
+	case <-time.After(60 * time.Second):
+		cp.cmd.Process.Kill()
+		t.Errorf("control plane did not stop after SIGTERM\n%s", cp.stderr)
+	}
+}
+
+type lockedWriter struct {
+	w io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
+
+// runCLI runs the CLI in-process and returns stdout, stderr and the exit code.
+func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// mustPraas runs the CLI and fails the test unless it exits 0.
+func mustPraas(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, errOut, code := runCLI(t, stdin, args...)
+	if code != 0 {
+		t.Fatalf("praas %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+type processJSON struct {
+	PID     string `json:"pid"`
+	Status  string `json:"status"`
+	Address string `json:"address"`
+}
+
+func listProcesses(t *testing.T, app string) map[string]processJSON {
+	t.Helper()
+	var procs []processJSON
+	if err := json.Unmarshal([]byte(mustPraas(t, "", "process", "list", app, "--json")), &procs); err != nil {
+		t.Fatal(err)
+	}
+	m := make(map[string]processJSON)
+	for _, p := range procs {
+		m[p.PID] = p
+	}
+	return m
+}
+
+// The walk-through of the README: app, process, invocations with state,
+// errors, and a control-plane restart on the same data directory.
+func TestQuickStart(t *testing.T) {
+	data := t.TempDir()
+	cp := startControlPlane(t, data)
+
+	mustPraas(t, "", "app", "create", "demo")
+	mustPraas(t, "", "process", "create", "demo", "--pid", "p1")
+
+	steps := []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"hello", []string{"invoke", "demo", "echo", "--pid", "p1"}, "hello"},
+		{"", []string{"invoke", "demo", "counter", "--pid", "p1"}, "1"},
+		{"", []string{"invoke", "demo", "counter", "--pid", "p1"}, "2"},
+		{"", []string{"invoke", "demo", "state-set", "--pid", "p1", "--data", "k=v"}, ""},
+		{"", []string{"invoke", "demo", "state-get", "--pid", "p1", "--data", "k"}, "v"},
+		{"", []string{"invoke", "demo", "echo", "--data", "x"}, "x"},
+	}
+	for _, s := range steps {
+		if got := mustPraas(t, s.stdin, s.args...); got != s.want {
+			t.Fatalf("praas %s = %q, want %q", strings.Join(s.args, " "), got, s.want)
+		}
+	}
+	p1 := listProcesses(t, "demo")["p1"]
+	if p1.Status != "active" || p1.Address == "" {
+		t.Fatalf("p1 listed as %+v, want active with an address", p1)
+	}
+	table := mustPraas(t, "", "process", "list", "demo")
+	if !strings.Contains(table, "p1") || !strings.Contains(table, "active") || !strings.Contains(table, p1.Address) {
+		t.Fatalf("process list table:\n%s", table)
+	}
+
+	errorCases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"invoke", "demo", "nosuch", "--pid", "p1"}, `function "nosuch"`},
+		{[]string{"invoke", "nosuchapp", "echo"}, `app "nosuchapp"`},
+		{[]string{"invoke", "demo", "echo", "--pid", "nosuchpid"}, "nosuchpid"},
+		{[]string{"invoke", "demo", "state-get", "--pid", "p1", "--data", "absent"}, "absent"},
+		{[]string{"app", "create", "demo"}, "already exists"},
+		{[]string{"process", "create", "demo", "--pid", "p1"}, "already exists"},
+		{[]string{"app", "create", "bad name!"}, "app name"},
+	}
+	for _, ec := range errorCases {
+		out, errOut, code := runCLI(t, "", ec.args...)
+		if code != 1 || out != "" || !strings.Contains(errOut, ec.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Fatalf("praas %s: exit %d stdout %q stderr %q; want exit 1 and one line containing %q",
+				strings.Join(ec.args, " "), code, out, errOut, ec.want)
+		}
+	}
+
+	// SIGTERM, then a new control plane on the same data directory.
+	cp.terminate(t)
+	if st := cp.cmd.ProcessState; st == nil || !st.Success() {
+		t.Fatalf("control plane did not exit cleanly: %v", st)
+	}
+	startControlPlane(t, data)
+	if apps := mustPraas(t, "", "app", "list"); !strings.Contains(apps, "demo") {
+		t.Fatalf("after restart app list:\n%s", apps)
+	}
+	if _, ok := listProcesses(t, "demo")["p1"]; !ok {
+		t.Fatal("after restart p1 is not listed")
+	}
+	// The stopped process comes back on the next invocation.
+	if got := mustPraas(t, "again", "invoke", "demo", "echo", "--pid", "p1"); got != "again" {
+		t.Fatalf("echo after restart = %q", got)
+	}
+	if p := listProcesses(t, "demo")["p1"]; p.Status != "active" {
+		t.Fatalf("p1 after invoke: %+v", p)
+	}
+}

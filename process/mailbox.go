@@ -1,0 +1,143 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/praas-dev/praas/errs"
+)
+
+// Message is one mailbox message.
+type Message struct {
+	Src  string // sending pid; empty for a message from outside the app
+	Key  string
+	Data []byte
+}
+
+// mailbox holds unread messages per key in arrival order and the receivers
+// waiting for them. A message is handed straight to the oldest matching
+// waiter, so receivers wake without polling and Recv(Any) is first come,
+// first served across sources.
+type mailbox struct {
+	mu      sync.Mutex
+	queues  map[string][]Message
+	waiters map[string][]*waiter
+	size    int // unread messages
+}
+
+type waiter struct {
+	src string // a pid, or Any
+	ch  chan Message
+}
+
+func newMailbox() *mailbox {
+	return &mailbox{queues: make(map[string][]Message), waiters: make(map[string][]*waiter)}
+}
+
+func matches(want, src string) bool { return want == Any || want == src }
+
+// put delivers m to a waiting receiver or queues it.
+func (mb *mailbox) put(m Message) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	ws := mb.waiters[m.Key]
+	for i, w := range ws {
+		if matches(w.src, m.Src) {
+			mb.waiters[m.Key] = slices.Delete(ws, i, i+1)
+			if len(mb.waiters[m.Key]) == 0 {
+				delete(mb.waiters, m.Key)
+			}
+			w.ch <- m // buffered; each waiter gets one message
+			return
+		}
+	}
+	mb.queues[m.Key] = append(mb.queues[m.Key], m)
+	mb.size++
+}
+
+// take removes and returns the oldest queued message with key from src.
+func (mb *mailbox) takeLocked(src, key string) (Message, bool) {
+	q := mb.queues[key]
+	for i, m := range q {
+		if matches(src, m.Src) {
+			if len(q) == 1 {
+				delete(mb.queues, key)
+			} else {
+				mb.queues[key] = slices.Delete(q, i, i+1)
+			}
+			mb.size--
+			return m, true
+		}
+	}
+	return Message{}, false
+}
+
+// get waits for the oldest message with key from src (or Any) until timeout
+// (0: do not wait) or ctx ends.
+func (mb *mailbox) get(ctx context.Context, src, key string, timeout time.Duration) (Message, error) {
+	mb.mu.Lock()
+	if m, ok := mb.takeLocked(src, key); ok {
+		mb.mu.Unlock()
+		return m, nil
+	}
+	if timeout <= 0 {
+		mb.mu.Unlock()
+		return Message{}, fmt.Errorf("%w: no message with key %q from %s", errs.ErrNotFound, key, srcName(src))
+	}
+	w := &waiter{src: src, ch: make(chan Message, 1)}
+	mb.waiters[key] = append(mb.waiters[key], w)
+	mb.mu.Unlock()
+
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var cause error
+	select {
+	case m := <-w.ch:
+		return m, nil
+	case <-timer.C:
+		cause = fmt.Errorf("%w: no message with key %q from %s within %s", errs.ErrDeadlineExceeded, key, srcName(src), timeout)
+	case <-ctx.Done():
+		cause = fmt.Errorf("%w: recv %q: %w", errs.ErrDeadlineExceeded, key, ctx.Err())
+	}
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	ws := mb.waiters[key]
+	if i := slices.Index(ws, w); i >= 0 {
+		mb.waiters[key] = slices.Delete(ws, i, i+1)
+		if len(mb.waiters[key]) == 0 {
+			delete(mb.waiters, key)
+		}
+		return Message{}, cause
+	}
+	// A message was handed over as we gave up: take it rather than lose it.
+	return <-w.ch, nil
+}
+
+// snapshot returns every unread message, oldest first per key.
+func (mb *mailbox) snapshot() []Message {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	out := make([]Message, 0, mb.size)
+	keys := make([]string, 0, len(mb.queues))
+	for k := range mb.queues {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		out = append(out, mb.queues[k]...)
+	}
+	return out
+}
+
+func srcName(src string) string {
+	if src == Any {
+		return "any process"
+	}
+	if src == "" {
+		return "outside"
+	}
+	return src
+}

@@ -37,6 +37,31 @@ type Option = process.Option
 // Image is a set of functions.
 type Image = process.Image
 
+// Message is a mailbox message.
+type Message = process.Message
+
+// Member is one process of the application; Membership all of them at an epoch.
+type (
+	Member     = process.Member
+	Membership = process.Membership
+)
+
+// Trigger options for Register.
+var (
+	// OnMessage: every message with key "F" or "F:K" invokes function F.
+	OnMessage = process.OnMessage
+	// MultiSource(n): F runs once n messages with the same key "F:K" arrived.
+	MultiSource = process.MultiSource
+	// Batch(n): F runs once n messages addressed to it arrived, any K.
+	Batch = process.Batch
+)
+
+// Triggered returns, inside a function started by messages, the invocation
+// key and the messages, in arrival order.
+func Triggered(ctx context.Context) (key string, msgs []Message, ok bool) {
+	return process.Triggered(ctx)
+}
+
 // Special process ids.
 const (
 	Self = process.Self // the calling process

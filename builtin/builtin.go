@@ -6,8 +6,11 @@ package builtin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/process"
@@ -23,6 +26,10 @@ func Image() *process.Image {
 	im.Register("counter", counter)
 	im.Register("state-set", stateSet)
 	im.Register("state-get", stateGet)
+	im.Register("send", send)
+	im.Register("recv", recv)
+	im.Register("sum", sum, process.MultiSource(3))
+	im.Register("members", members)
 	return im
 }
 
@@ -66,4 +73,68 @@ func stateGet(_ context.Context, p *process.Process, in []byte) ([]byte, error) 
 		return nil, fmt.Errorf("%w: state key %q is not set", errs.ErrNotFound, in)
 	}
 	return v, nil
+}
+
+// send takes "PID KEY DATA...": it sends DATA to PID's mailbox under KEY.
+func send(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
+	fields := strings.SplitN(string(in), " ", 3)
+	if len(fields) < 2 || fields[0] == "" || fields[1] == "" {
+		return nil, fmt.Errorf("%w: send expects PID KEY DATA", errs.ErrInvalidArgument)
+	}
+	var data []byte
+	if len(fields) == 3 {
+		data = []byte(fields[2])
+	}
+	return nil, p.Send(ctx, fields[0], fields[1], data)
+}
+
+// recv takes "SRC KEY [TIMEOUT_MS]" (SRC may be ANY) and returns the data of
+// the oldest matching message, waiting up to the timeout (default 1000 ms).
+func recv(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
+	fields := strings.Fields(string(in))
+	if len(fields) < 2 || len(fields) > 3 {
+		return nil, fmt.Errorf("%w: recv expects SRC KEY [TIMEOUT_MS]", errs.ErrInvalidArgument)
+	}
+	src := fields[0]
+	if src == "ANY" {
+		src = process.Any
+	}
+	timeout := time.Second
+	if len(fields) == 3 {
+		ms, err := strconv.Atoi(fields[2])
+		if err != nil || ms < 0 {
+			return nil, fmt.Errorf("%w: recv: TIMEOUT_MS %q is not a number of milliseconds", errs.ErrInvalidArgument, fields[2])
+		}
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	m, err := p.Recv(ctx, src, fields[1], timeout)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
+
+// sum is triggered once three messages with key "sum:K" have arrived, each a
+// decimal integer; it stores their sum in state under "sum/K".
+func sum(ctx context.Context, p *process.Process, _ []byte) ([]byte, error) {
+	key, msgs, ok := process.Triggered(ctx)
+	if !ok {
+		return nil, fmt.Errorf("%w: sum runs when three messages with key sum:KEY arrive", errs.ErrFailedPrecondition)
+	}
+	var total int64
+	for _, m := range msgs {
+		n, err := strconv.ParseInt(strings.TrimSpace(string(m.Data)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: sum: message from %q is not an integer: %q", errs.ErrInvalidArgument, m.Src, m.Data)
+		}
+		total += n
+	}
+	out := strconv.AppendInt(nil, total, 10)
+	p.SetState("sum/"+key, out)
+	return out, nil
+}
+
+// members returns the application's processes and the membership epoch as JSON.
+func members(_ context.Context, p *process.Process, _ []byte) ([]byte, error) {
+	return json.Marshal(p.Members())
 }

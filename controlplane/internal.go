@@ -15,6 +15,7 @@ import (
 func (s *Server) internalRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST "+cpapi.PathRegister, s.register)
 	m.HandleFunc("POST "+cpapi.PathHeartbeat, s.heartbeat)
+	m.HandleFunc("GET "+cpapi.PathMembers, s.members)
 }
 
 // authProcess checks that the caller holds the app's secret.

@@ -224,6 +224,7 @@ func (s *Server) bumpEpoch(ctx context.Context, app string) {
 	if _, err := s.cfg.Metadata.BumpEpoch(ctx, app); err != nil && !errors.Is(err, errs.ErrNotFound) {
 		s.log.Error("bump epoch", "app", app, "err", err)
 	}
+	s.notifyEpoch(app)
 }
 
 // stop ends a running process gracefully and records status.

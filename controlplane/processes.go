@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
@@ -158,6 +159,41 @@ func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
 	writeError(w, s.log, fmt.Errorf("%w: swapping is not available yet", errs.ErrFailedPrecondition))
 }
 
+// sendMessage puts the raw body into a process's mailbox (or its trigger)
+// under key, with an empty source: a message from outside the app.
 func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
-	writeError(w, s.log, fmt.Errorf("%w: messages are not available yet", errs.ErrFailedPrecondition))
+	app, p, ok := s.process(w, r)
+	if !ok {
+		return
+	}
+	data, err := s.readPayload(r)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if err := s.deliverMessage(r.Context(), app, p.PID, "", r.PathValue("key"), data); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deliverMessage hands a message to the running process, starting it first
+// if it is not running.
+func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var l *live
+		if l, err = s.activeProcess(ctx, app, pid); err != nil {
+			return err
+		}
+		var dc *client.DataConn
+		if dc, err = l.dataConn(ctx); err == nil {
+			err = dc.Send(ctx, src, key, data)
+		}
+		if !errors.Is(err, client.ErrNotSent) {
+			return err
+		}
+	}
+	return err
 }

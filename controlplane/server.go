@@ -79,8 +79,11 @@ type Server struct {
 	mux *http.ServeMux
 
 	mu   sync.Mutex
-	live map[string]*live // app/pid → running process; see process.go
-	rr   uint64           // round-robin cursor for invocations without a pid
+	live       map[string]*live         // app/pid → running process; see lifecycle.go
+	rr         uint64                   // cursor spreading invocations without a pid
+	epochWatch map[string]chan struct{} // app → closed at its next epoch change
+
+	stopping chan struct{} // closed when shutdown starts: ends long polls
 }
 
 // New returns a control plane; serve it with Run.
@@ -89,7 +92,8 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, live: make(map[string]*live)}
+	s := &Server{cfg: cfg, log: cfg.Logger, live: make(map[string]*live),
+		epochWatch: make(map[string]chan struct{}), stopping: make(chan struct{})}
 	s.routes()
 	return s, nil
 }
@@ -137,6 +141,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	close(s.stopping)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout+5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/praas-dev/praas/errs"
 )
@@ -59,4 +60,45 @@ func (p *Process) Invoke(ctx context.Context, dest, function string, input []byt
 		return p.rt.call(ctx, fn, input)
 	}
 	return p.rt.remoteInvoke(ctx, dest, function, input)
+}
+
+// Send puts data into dest's mailbox under key, or Self's. It returns once
+// the message is in the destination's mailbox. Order is kept per (source,
+// destination, key). A key "F" or "F:K" that names a function with a
+// message trigger starts that function instead (see OnMessage, MultiSource,
+// Batch).
+func (p *Process) Send(ctx context.Context, dest, key string, data []byte) error {
+	return p.rt.send(ctx, dest, key, data)
+}
+
+// Recv returns the oldest unread message with key from src (a pid, or Any),
+// waiting up to timeout for one to arrive. It fails with a deadline-exceeded
+// error when none did.
+func (p *Process) Recv(ctx context.Context, src, key string, timeout time.Duration) (Message, error) {
+	if src == Self {
+		src = p.rt.cfg.PID
+	}
+	return p.rt.mailbox.get(ctx, src, key, timeout)
+}
+
+// Members returns the application's processes as last known (within about
+// a second of any change).
+func (p *Process) Members() Membership {
+	m, _ := p.rt.members.get()
+	return m
+}
+
+// WaitMembers waits until the membership epoch exceeds epoch and returns it.
+func (p *Process) WaitMembers(ctx context.Context, epoch uint64) (Membership, error) {
+	for {
+		m, changed := p.rt.members.get()
+		if m.Epoch > epoch {
+			return m, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return m, ctx.Err()
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -16,10 +17,46 @@ type Handler func(ctx context.Context, p *Process, input []byte) ([]byte, error)
 type Function struct {
 	Name    string
 	Handler Handler
+	// Trigger says which arriving messages invoke the function; see
+	// OnMessage, MultiSource and Batch. Without one, messages only reach it
+	// through Recv.
+	Trigger Trigger
+	// N is the message count of a MultiSource or Batch trigger.
+	N int
 }
+
+// Trigger is a rule that turns arriving messages into invocations.
+type Trigger int
+
+// The triggers of the paper (Table 3). A message triggers function F when
+// its key is "F" or "F:INVOCATION_KEY".
+const (
+	NoTrigger Trigger = iota
+	// Standard: every message invokes the function with its data as input.
+	Standard
+	// MultiSourceTrigger: once N messages with the same invocation key have
+	// arrived, the function runs once with all N, in arrival order.
+	MultiSourceTrigger
+	// BatchTrigger: once N messages of any invocation key have arrived, the
+	// function runs once with all N, in arrival order.
+	BatchTrigger
+)
 
 // Option configures a function at registration.
 type Option func(*Function)
+
+// OnMessage makes every message addressed to the function invoke it.
+func OnMessage() Option { return func(f *Function) { f.Trigger = Standard } }
+
+// MultiSource makes the function run once n messages with the same
+// invocation key ("F:KEY") have arrived; it gets them all (see Triggered).
+func MultiSource(n int) Option {
+	return func(f *Function) { f.Trigger, f.N = MultiSourceTrigger, n }
+}
+
+// Batch makes the function run once n messages addressed to it, of any
+// invocation key, have arrived; it gets them all (see Triggered).
+func Batch(n int) Option { return func(f *Function) { f.Trigger, f.N = BatchTrigger, n } }
 
 // Image is the set of functions a process runs. The zero value is not
 // usable; create one with NewImage.
@@ -37,9 +74,15 @@ func (im *Image) Register(name string, h Handler, opts ...Option) {
 	if name == "" || len(name) > 255 || h == nil {
 		panic(fmt.Sprintf("praas: invalid registration of function %q", name))
 	}
+	if strings.Contains(name, ":") {
+		panic(fmt.Sprintf("praas: function name %q must not contain ':'", name))
+	}
 	f := &Function{Name: name, Handler: h}
 	for _, o := range opts {
 		o(f)
+	}
+	if (f.Trigger == MultiSourceTrigger || f.Trigger == BatchTrigger) && f.N < 1 {
+		panic(fmt.Sprintf("praas: function %q: trigger needs a message count of at least 1", name))
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()

@@ -2,16 +2,128 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"sync"
 
+	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/wire"
 )
 
-func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
-	return nil, fmt.Errorf("%w: remote invoke of %s is not available", errs.ErrFailedPrecondition, dest)
+// peers holds one data-plane connection per peer process, reused and
+// multiplexed by every invocation that talks to that peer.
+type peers struct {
+	mu    sync.Mutex
+	conns map[string]*client.DataConn
 }
 
-func (rt *Runtime) acceptMessage(ctx context.Context, source string, m wire.Message, data []byte) error {
-	return fmt.Errorf("%w: mailboxes are not available", errs.ErrFailedPrecondition)
+func (p *peers) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pid, dc := range p.conns {
+		dc.Close()
+		delete(p.conns, pid)
+	}
+}
+
+// peer returns a usable connection to process pid.
+func (rt *Runtime) peer(ctx context.Context, pid string) (*client.DataConn, error) {
+	rt.peers.mu.Lock()
+	dc := rt.peers.conns[pid]
+	rt.peers.mu.Unlock()
+	if dc != nil && dc.Usable() {
+		return dc, nil
+	}
+	m, err := rt.member(ctx, pid)
+	if err != nil {
+		return nil, err
+	}
+	dc, err = client.Dial(ctx, m.Address, wire.Token(rt.cfg.Secret, rt.cfg.App, pid),
+		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload})
+	if err != nil {
+		return nil, err
+	}
+	rt.peers.mu.Lock()
+	defer rt.peers.mu.Unlock()
+	if old := rt.peers.conns[pid]; old != nil && old.Usable() {
+		dc.Close()
+		return old, nil
+	} else if old != nil {
+		go old.Close()
+	}
+	rt.peers.conns[pid] = dc
+	return dc, nil
+}
+
+// checkDest validates a destination pid of Send or Invoke.
+func (rt *Runtime) checkDest(dest string) error {
+	if dest == "" || dest == Any {
+		return fmt.Errorf("%w: a destination pid is required", errs.ErrInvalidArgument)
+	}
+	if strings.Contains(dest, "/") {
+		return fmt.Errorf("%w: %q: processes can only reach processes of their own application", errs.ErrPermissionDenied, dest)
+	}
+	return nil
+}
+
+// toPeer runs op on a connection to dest; if dest went away before op was
+// sent (it is swapping or restarting), it learns the new membership and
+// tries once more.
+func (rt *Runtime) toPeer(ctx context.Context, dest string, op func(*client.DataConn) error) error {
+	if err := rt.checkDest(dest); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		dc, err := rt.peer(ctx, dest)
+		if err == nil {
+			err = op(dc)
+		}
+		if attempt > 0 || !errors.Is(err, client.ErrNotSent) {
+			return err
+		}
+		rt.members.invalidate(dest)
+	}
+}
+
+func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
+	var out []byte
+	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) (err error) {
+		out, err = dc.Invoke(ctx, function, input)
+		return err
+	})
+	return out, err
+}
+
+func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if dest == Self || dest == rt.cfg.PID {
+		rt.deliver(context.WithoutCancel(ctx), Message{Src: rt.cfg.PID, Key: key, Data: data})
+		return nil
+	}
+	return rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
+		return dc.Send(ctx, rt.cfg.PID, key, data)
+	})
+}
+
+func checkKey(key string) error {
+	if key == "" || len(key) > 4096 {
+		return fmt.Errorf("%w: a message key must be 1 to 4096 bytes", errs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// acceptMessage takes a message that arrived over the data plane.
+func (rt *Runtime) acceptMessage(ctx context.Context, m wire.Message, data []byte) error {
+	if rt.draining.Load() {
+		return fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
+	}
+	if err := checkKey(m.Key); err != nil {
+		return err
+	}
+	rt.deliver(ctx, Message{Src: m.Source, Key: m.Key, Data: data})
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
@@ -118,8 +119,12 @@ type Runtime struct {
 	cfg   Config
 	image *Image
 	log   *slog.Logger
-	proc  *Process
-	state *state
+	proc     *Process
+	state    *state
+	mailbox  *mailbox
+	triggers *triggers
+	members  membership
+	peers    peers
 
 	sem      chan struct{}
 	ln       net.Listener
@@ -150,12 +155,16 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 		cfg:   cfg,
 		image: im,
 		log:   cfg.Logger.With("app", cfg.App, "pid", cfg.PID),
-		state: newState(),
+		state:    newState(),
+		mailbox:  newMailbox(),
+		triggers: newTriggers(),
 		sem:   make(chan struct{}, cfg.MaxConcurrency),
 		ready: make(chan struct{}),
 		conns: make(map[*serverConn]struct{}),
 	}
 	rt.proc = &Process{rt: rt}
+	rt.members.init()
+	rt.peers.conns = make(map[string]*client.DataConn)
 	rt.lastActive.Store(time.Now().UnixNano())
 	return rt, nil
 }
@@ -192,6 +201,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	if rt.cfg.ControlPlane != "" {
 		reporter = make(chan error, 1)
 		go func() { reporter <- rt.report(ctx) }()
+		go rt.watchMembers(ctx)
 	}
 
 	var runErr error
@@ -241,6 +251,7 @@ func (rt *Runtime) drain() {
 		c.close()
 	}
 	rt.connsMu.Unlock()
+	rt.peers.closeAll()
 }
 
 func (rt *Runtime) usage() store.Usage {

@@ -102,7 +102,7 @@ func (c *serverConn) serve(ctx context.Context) {
 				c.fatal(errs.InvalidArgument, err)
 				return
 			}
-			if err := c.rt.acceptMessage(ctx, c.source, m, f.Payload); err != nil {
+			if err := c.rt.acceptMessage(ctx, m, f.Payload); err != nil {
 				c.replyError(f.ID, err)
 			} else {
 				_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)

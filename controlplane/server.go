@@ -78,7 +78,7 @@ type Server struct {
 	log *slog.Logger
 	mux *http.ServeMux
 
-	mu   sync.Mutex
+	mu         sync.Mutex
 	live       map[string]*live         // app/pid → running process; see lifecycle.go
 	rr         uint64                   // cursor spreading invocations without a pid
 	epochWatch map[string]chan struct{} // app → closed at its next epoch change

@@ -116,9 +116,9 @@ func ConfigFromEnv() (Config, error) {
 
 // Runtime is one running process.
 type Runtime struct {
-	cfg   Config
-	image *Image
-	log   *slog.Logger
+	cfg      Config
+	image    *Image
+	log      *slog.Logger
 	proc     *Process
 	state    *state
 	mailbox  *mailbox
@@ -152,15 +152,15 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{
-		cfg:   cfg,
-		image: im,
-		log:   cfg.Logger.With("app", cfg.App, "pid", cfg.PID),
+		cfg:      cfg,
+		image:    im,
+		log:      cfg.Logger.With("app", cfg.App, "pid", cfg.PID),
 		state:    newState(),
 		mailbox:  newMailbox(),
 		triggers: newTriggers(),
-		sem:   make(chan struct{}, cfg.MaxConcurrency),
-		ready: make(chan struct{}),
-		conns: make(map[*serverConn]struct{}),
+		sem:      make(chan struct{}, cfg.MaxConcurrency),
+		ready:    make(chan struct{}),
+		conns:    make(map[*serverConn]struct{}),
 	}
 	rt.proc = &Process{rt: rt}
 	rt.members.init()

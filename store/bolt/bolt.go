@@ -1,0 +1,349 @@
+// Package bolt implements store.Metadata on an embedded bbolt database: the
+// default metadata store of a single-machine praas, kept in one file under the
+// data directory.
+//
+// Records are JSON. The file holds three top-level buckets:
+//
+//	apps     name -> App
+//	procs    app (bucket) -> pid -> Process
+//	backups  app (bucket) -> pid (bucket) -> big-endian seq -> Message
+//
+// Sequence numbers come from the NextSequence counter of the (app, pid)
+// bucket. Every write is one bbolt transaction, fsynced before it returns.
+// bbolt locks the file, so one database can be open in one process only.
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store"
+)
+
+var (
+	bucketApps    = []byte("apps")
+	bucketProcs   = []byte("procs")
+	bucketBackups = []byte("backups")
+)
+
+// openTimeout bounds the wait for the file lock held by another process.
+const openTimeout = 5 * time.Second
+
+// Store is a store.Metadata backed by a bbolt file.
+type Store struct {
+	db   *bbolt.DB
+	path string
+}
+
+var _ store.Metadata = (*Store)(nil)
+
+// Open opens or creates the database at path, creating its directory if
+// needed.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("bolt: %w", err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: openTimeout})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("bolt: open %s: locked by another process: %w", path, errs.ErrUnavailable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bolt: init %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Path returns the file the store was opened on.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// view and update run fn in a read-only or read-write transaction after
+// checking ctx; bbolt itself cannot be interrupted.
+func (s *Store) view(ctx context.Context, fn func(*bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(fn)
+}
+
+func (s *Store) update(ctx context.Context, fn func(*bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(fn)
+}
+
+func (s *Store) CreateApp(ctx context.Context, app store.App) error {
+	if app.Name == "" {
+		return fmt.Errorf("bolt: empty app name: %w", errs.ErrInvalidArgument)
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		apps := tx.Bucket(bucketApps)
+		if apps.Get([]byte(app.Name)) != nil {
+			return fmt.Errorf("app %q: %w", app.Name, errs.ErrAlreadyExists)
+		}
+		return putJSON(apps, []byte(app.Name), app)
+	})
+}
+
+func (s *Store) GetApp(ctx context.Context, name string) (store.App, error) {
+	var app store.App
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		var err error
+		app, err = getApp(tx, name)
+		return err
+	})
+	return app, err
+}
+
+func (s *Store) ListApps(ctx context.Context) ([]store.App, error) {
+	apps := []store.App{}
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		// bbolt iterates keys in byte order, which is Go's string order.
+		return tx.Bucket(bucketApps).ForEach(func(k, v []byte) error {
+			var app store.App
+			if err := json.Unmarshal(v, &app); err != nil {
+				return fmt.Errorf("bolt: decode app %q: %w", k, err)
+			}
+			apps = append(apps, app)
+			return nil
+		})
+	})
+	return apps, err
+}
+
+func (s *Store) DeleteApp(ctx context.Context, name string) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		apps := tx.Bucket(bucketApps)
+		if apps.Get([]byte(name)) == nil {
+			return fmt.Errorf("app %q: %w", name, errs.ErrNotFound)
+		}
+		if err := apps.Delete([]byte(name)); err != nil {
+			return err
+		}
+		for _, parent := range [][]byte{bucketProcs, bucketBackups} {
+			err := tx.Bucket(parent).DeleteBucket([]byte(name))
+			if err != nil && !errors.Is(err, bbolt.ErrBucketNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) BumpEpoch(ctx context.Context, name string) (uint64, error) {
+	var epoch uint64
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		// bbolt runs one writer at a time, so read-modify-write is atomic.
+		app, err := getApp(tx, name)
+		if err != nil {
+			return err
+		}
+		app.Epoch++
+		epoch = app.Epoch
+		return putJSON(tx.Bucket(bucketApps), []byte(name), app)
+	})
+	return epoch, err
+}
+
+func (s *Store) CreateProcess(ctx context.Context, p store.Process) error {
+	if p.PID == "" {
+		return fmt.Errorf("bolt: empty pid: %w", errs.ErrInvalidArgument)
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		if _, err := getApp(tx, p.App); err != nil {
+			return err
+		}
+		procs, err := tx.Bucket(bucketProcs).CreateBucketIfNotExists([]byte(p.App))
+		if err != nil {
+			return err
+		}
+		if procs.Get([]byte(p.PID)) != nil {
+			return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrAlreadyExists)
+		}
+		return putJSON(procs, []byte(p.PID), p)
+	})
+}
+
+func (s *Store) PutProcess(ctx context.Context, p store.Process) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		procs := tx.Bucket(bucketProcs).Bucket([]byte(p.App))
+		if procs == nil || procs.Get([]byte(p.PID)) == nil {
+			return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrNotFound)
+		}
+		return putJSON(procs, []byte(p.PID), p)
+	})
+}
+
+func (s *Store) GetProcess(ctx context.Context, app, pid string) (store.Process, error) {
+	var p store.Process
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		var v []byte
+		if procs := tx.Bucket(bucketProcs).Bucket([]byte(app)); procs != nil {
+			v = procs.Get([]byte(pid))
+		}
+		if v == nil {
+			return fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+		}
+		return json.Unmarshal(v, &p)
+	})
+	return p, err
+}
+
+func (s *Store) ListProcesses(ctx context.Context, app string) ([]store.Process, error) {
+	procs := []store.Process{}
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		if _, err := getApp(tx, app); err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketProcs).Bucket([]byte(app))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var p store.Process
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("bolt: decode process %s/%s: %w", app, k, err)
+			}
+			procs = append(procs, p)
+			return nil
+		})
+	})
+	return procs, err
+}
+
+func (s *Store) DeleteProcess(ctx context.Context, app, pid string) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		procs := tx.Bucket(bucketProcs).Bucket([]byte(app))
+		if procs == nil || procs.Get([]byte(pid)) == nil {
+			return fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+		}
+		if err := procs.Delete([]byte(pid)); err != nil {
+			return err
+		}
+		if backups := tx.Bucket(bucketBackups).Bucket([]byte(app)); backups != nil {
+			err := backups.DeleteBucket([]byte(pid))
+			if err != nil && !errors.Is(err, bbolt.ErrBucketNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) AppendBackup(ctx context.Context, app, pid string, m store.Message) (uint64, error) {
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		procs := tx.Bucket(bucketProcs).Bucket([]byte(app))
+		if procs == nil || procs.Get([]byte(pid)) == nil {
+			return fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+		}
+		backups, err := tx.Bucket(bucketBackups).CreateBucketIfNotExists([]byte(app))
+		if err != nil {
+			return err
+		}
+		queue, err := backups.CreateBucketIfNotExists([]byte(pid))
+		if err != nil {
+			return err
+		}
+		if m.Seq, err = queue.NextSequence(); err != nil {
+			return err
+		}
+		return putJSON(queue, seqKey(m.Seq), m)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return m.Seq, nil
+}
+
+func (s *Store) ListBackup(ctx context.Context, app, pid string) ([]store.Message, error) {
+	msgs := []store.Message{}
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		queue := backupQueue(tx, app, pid)
+		if queue == nil {
+			return nil
+		}
+		return queue.ForEach(func(k, v []byte) error {
+			var m store.Message
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("bolt: decode backup %s/%s#%x: %w", app, pid, k, err)
+			}
+			msgs = append(msgs, m)
+			return nil
+		})
+	})
+	return msgs, err
+}
+
+func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		queue := backupQueue(tx, app, pid)
+		if queue == nil {
+			return nil
+		}
+		// Keys are big-endian, so the first key is the lowest seq. Restart
+		// from First after each delete: Next after Cursor.Delete may skip.
+		c := queue.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func getApp(tx *bbolt.Tx, name string) (store.App, error) {
+	var app store.App
+	v := tx.Bucket(bucketApps).Get([]byte(name))
+	if v == nil {
+		return app, fmt.Errorf("app %q: %w", name, errs.ErrNotFound)
+	}
+	if err := json.Unmarshal(v, &app); err != nil {
+		return app, fmt.Errorf("bolt: decode app %q: %w", name, err)
+	}
+	return app, nil
+}
+
+func backupQueue(tx *bbolt.Tx, app, pid string) *bbolt.Bucket {
+	backups := tx.Bucket(bucketBackups).Bucket([]byte(app))
+	if backups == nil {
+		return nil
+	}
+	return backups.Bucket([]byte(pid))
+}
+
+func putJSON(b *bbolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, seq)
+}

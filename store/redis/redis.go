@@ -1,0 +1,398 @@
+// Package redis implements store.Metadata on Redis, for control planes that
+// share their registry or outgrow one machine.
+//
+// Open it with a URL such as redis://host:6379/0?prefix=praas: (rediss:// for
+// TLS; every option of go-redis's ParseURL is accepted too). All keys begin
+// with the prefix, "praas:" by default, so several installations or tests can
+// share one server:
+//
+//	P+"apps"                hash   name -> App JSON (Epoch not used)
+//	P+"epochs"              hash   name -> epoch
+//	P+"procs:"+A            hash   pid  -> Process JSON
+//	P+"seqs:"+A             hash   pid  -> last backup seq
+//	P+"backup:"+A+":"+I     zset   score seq, member "seq JSON"
+//
+// where A and I are the app name and pid query-escaped (so they never contain
+// ':'). Writes that check and modify several keys run as Lua scripts, which
+// Redis executes atomically; DeleteApp, whose keys depend on data, is an
+// optimistic WATCH/MULTI transaction.
+//
+// Durability is the server's: a write survives a restart of Redis only if the
+// server persists it (appendonly yes, appendfsync always for every write).
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store"
+)
+
+// DefaultPrefix starts every key when the URL sets no prefix.
+const DefaultPrefix = "praas:"
+
+// maxTxRetries bounds the retries of an optimistic transaction that lost a race.
+const maxTxRetries = 100
+
+// Store is a store.Metadata on a Redis server.
+type Store struct {
+	rdb    *redis.Client
+	prefix string
+}
+
+var _ store.Metadata = (*Store)(nil)
+
+// Open connects to the server at rawURL (redis://[user:pass@]host:port/db,
+// with an optional prefix query parameter) and checks that it answers.
+func Open(ctx context.Context, rawURL string) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis: bad URL: %w", errs.ErrInvalidArgument)
+	}
+	q := u.Query()
+	prefix := DefaultPrefix
+	if q.Has("prefix") {
+		prefix = q.Get("prefix")
+		q.Del("prefix")
+		u.RawQuery = q.Encode()
+	}
+	opts, err := redis.ParseURL(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errs.ErrInvalidArgument)
+	}
+	rdb := redis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis: %s: %w", opts.Addr, err)
+	}
+	return &Store{rdb: rdb, prefix: prefix}, nil
+}
+
+// Close closes the connections to the server.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+func (s *Store) appsKey() string   { return s.prefix + "apps" }
+func (s *Store) epochsKey() string { return s.prefix + "epochs" }
+func (s *Store) procsKey(app string) string {
+	return s.prefix + "procs:" + url.QueryEscape(app)
+}
+func (s *Store) seqsKey(app string) string {
+	return s.prefix + "seqs:" + url.QueryEscape(app)
+}
+func (s *Store) backupKey(app, pid string) string {
+	return s.prefix + "backup:" + url.QueryEscape(app) + ":" + url.QueryEscape(pid)
+}
+
+// The scripts return 1 on success and 0 or -1 for the failures they name.
+var (
+	// KEYS apps, epochs; ARGV name, app JSON, epoch. 0: exists.
+	createAppScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1`)
+
+	// KEYS apps, epochs; ARGV name. -1: no app; else the new epoch.
+	bumpEpochScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)`)
+
+	// KEYS apps, procs; ARGV app, pid, process JSON. -1: no app; 0: exists.
+	createProcessScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
+return 1`)
+
+	// KEYS procs; ARGV pid, process JSON. 0: no process.
+	putProcessScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`)
+
+	// KEYS procs, seqs, backup; ARGV pid. 0: no process.
+	deleteProcessScript = redis.NewScript(`
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return 1`)
+
+	// KEYS procs, seqs, backup; ARGV pid, message JSON. -1: no process;
+	// else the new seq. The member starts with the seq to keep equal
+	// messages apart.
+	appendBackupScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local seq = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('ZADD', KEYS[3], seq, string.format('%d ', seq) .. ARGV[2])
+return seq`)
+)
+
+func (s *Store) CreateApp(ctx context.Context, app store.App) error {
+	if app.Name == "" {
+		return fmt.Errorf("redis: empty app name: %w", errs.ErrInvalidArgument)
+	}
+	epoch := app.Epoch
+	app.Epoch = 0 // kept in the epochs hash
+	data, err := json.Marshal(app)
+	if err != nil {
+		return err
+	}
+	r, err := createAppScript.Run(ctx, s.rdb, []string{s.appsKey(), s.epochsKey()},
+		app.Name, data, strconv.FormatUint(epoch, 10)).Int64()
+	if err != nil {
+		return fmt.Errorf("redis: create app %q: %w", app.Name, err)
+	}
+	if r == 0 {
+		return fmt.Errorf("app %q: %w", app.Name, errs.ErrAlreadyExists)
+	}
+	return nil
+}
+
+func (s *Store) GetApp(ctx context.Context, name string) (store.App, error) {
+	var app, epoch *redis.StringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		app = p.HGet(ctx, s.appsKey(), name)
+		epoch = p.HGet(ctx, s.epochsKey(), name)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) { // Nil: a field is absent
+		return store.App{}, fmt.Errorf("redis: get app %q: %w", name, err)
+	}
+	if errors.Is(app.Err(), redis.Nil) {
+		return store.App{}, fmt.Errorf("app %q: %w", name, errs.ErrNotFound)
+	}
+	return decodeApp(name, app.Val(), epoch.Val())
+}
+
+func (s *Store) ListApps(ctx context.Context) ([]store.App, error) {
+	var apps, epochs *redis.MapStringStringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		apps = p.HGetAll(ctx, s.appsKey())
+		epochs = p.HGetAll(ctx, s.epochsKey())
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis: list apps: %w", err)
+	}
+	list := make([]store.App, 0, len(apps.Val()))
+	for name, data := range apps.Val() {
+		app, err := decodeApp(name, data, epochs.Val()[name])
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, app)
+	}
+	slices.SortFunc(list, func(a, b store.App) int { return strings.Compare(a.Name, b.Name) })
+	return list, nil
+}
+
+func decodeApp(name, data, epoch string) (store.App, error) {
+	var app store.App
+	if err := json.Unmarshal([]byte(data), &app); err != nil {
+		return app, fmt.Errorf("redis: decode app %q: %w", name, err)
+	}
+	if epoch != "" {
+		e, err := strconv.ParseUint(epoch, 10, 64)
+		if err != nil {
+			return app, fmt.Errorf("redis: decode epoch of app %q: %w", name, err)
+		}
+		app.Epoch = e
+	}
+	return app, nil
+}
+
+func (s *Store) DeleteApp(ctx context.Context, name string) error {
+	procsKey := s.procsKey(name)
+	// The keys of the backup queues depend on the app's pids, so read them
+	// under WATCH and delete everything in one MULTI; a concurrent change to
+	// the app or its processes aborts the MULTI and we retry.
+	txf := func(tx *redis.Tx) error {
+		ok, err := tx.HExists(ctx, s.appsKey(), name).Result()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("app %q: %w", name, errs.ErrNotFound)
+		}
+		pids, err := tx.HKeys(ctx, procsKey).Result()
+		if err != nil {
+			return err
+		}
+		keys := []string{procsKey, s.seqsKey(name)}
+		for _, pid := range pids {
+			keys = append(keys, s.backupKey(name, pid))
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, s.appsKey(), name)
+			p.HDel(ctx, s.epochsKey(), name)
+			p.Del(ctx, keys...)
+			return nil
+		})
+		return err
+	}
+	for range maxTxRetries {
+		err := s.rdb.Watch(ctx, txf, s.appsKey(), procsKey)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil && !errors.Is(err, errs.ErrNotFound) {
+			return fmt.Errorf("redis: delete app %q: %w", name, err)
+		}
+		return err
+	}
+	return fmt.Errorf("redis: delete app %q: too much contention: %w", name, errs.ErrUnavailable)
+}
+
+func (s *Store) BumpEpoch(ctx context.Context, name string) (uint64, error) {
+	r, err := bumpEpochScript.Run(ctx, s.rdb, []string{s.appsKey(), s.epochsKey()}, name).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("redis: bump epoch of %q: %w", name, err)
+	}
+	if r < 0 {
+		return 0, fmt.Errorf("app %q: %w", name, errs.ErrNotFound)
+	}
+	return uint64(r), nil
+}
+
+func (s *Store) CreateProcess(ctx context.Context, p store.Process) error {
+	if p.PID == "" {
+		return fmt.Errorf("redis: empty pid: %w", errs.ErrInvalidArgument)
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	r, err := createProcessScript.Run(ctx, s.rdb, []string{s.appsKey(), s.procsKey(p.App)},
+		p.App, p.PID, data).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("redis: create process %s/%s: %w", p.App, p.PID, err)
+	case r < 0:
+		return fmt.Errorf("app %q: %w", p.App, errs.ErrNotFound)
+	case r == 0:
+		return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrAlreadyExists)
+	}
+	return nil
+}
+
+func (s *Store) PutProcess(ctx context.Context, p store.Process) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	r, err := putProcessScript.Run(ctx, s.rdb, []string{s.procsKey(p.App)}, p.PID, data).Int64()
+	if err != nil {
+		return fmt.Errorf("redis: put process %s/%s: %w", p.App, p.PID, err)
+	}
+	if r == 0 {
+		return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *Store) GetProcess(ctx context.Context, app, pid string) (store.Process, error) {
+	var p store.Process
+	data, err := s.rdb.HGet(ctx, s.procsKey(app), pid).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return p, fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("redis: get process %s/%s: %w", app, pid, err)
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return p, fmt.Errorf("redis: decode process %s/%s: %w", app, pid, err)
+	}
+	return p, nil
+}
+
+func (s *Store) ListProcesses(ctx context.Context, app string) ([]store.Process, error) {
+	var exists *redis.BoolCmd
+	var procs *redis.MapStringStringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		exists = p.HExists(ctx, s.appsKey(), app)
+		procs = p.HGetAll(ctx, s.procsKey(app))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis: list processes of %q: %w", app, err)
+	}
+	if !exists.Val() {
+		return nil, fmt.Errorf("app %q: %w", app, errs.ErrNotFound)
+	}
+	list := make([]store.Process, 0, len(procs.Val()))
+	for pid, data := range procs.Val() {
+		var p store.Process
+		if err := json.Unmarshal([]byte(data), &p); err != nil {
+			return nil, fmt.Errorf("redis: decode process %s/%s: %w", app, pid, err)
+		}
+		list = append(list, p)
+	}
+	slices.SortFunc(list, func(a, b store.Process) int { return strings.Compare(a.PID, b.PID) })
+	return list, nil
+}
+
+func (s *Store) DeleteProcess(ctx context.Context, app, pid string) error {
+	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid)}
+	r, err := deleteProcessScript.Run(ctx, s.rdb, keys, pid).Int64()
+	if err != nil {
+		return fmt.Errorf("redis: delete process %s/%s: %w", app, pid, err)
+	}
+	if r == 0 {
+		return fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *Store) AppendBackup(ctx context.Context, app, pid string, m store.Message) (uint64, error) {
+	m.Seq = 0 // the member's prefix and the score carry it
+	data, err := json.Marshal(m)
+	if err != nil {
+		return 0, err
+	}
+	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid)}
+	r, err := appendBackupScript.Run(ctx, s.rdb, keys, pid, data).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("redis: append backup %s/%s: %w", app, pid, err)
+	}
+	if r < 0 {
+		return 0, fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+	}
+	return uint64(r), nil
+}
+
+func (s *Store) ListBackup(ctx context.Context, app, pid string) ([]store.Message, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.backupKey(app, pid), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis: list backup %s/%s: %w", app, pid, err)
+	}
+	msgs := make([]store.Message, 0, len(zs))
+	for _, z := range zs {
+		member, _ := z.Member.(string)
+		_, data, ok := strings.Cut(member, " ")
+		var m store.Message
+		if !ok {
+			return nil, fmt.Errorf("redis: malformed backup entry in %s/%s", app, pid)
+		}
+		if err := json.Unmarshal([]byte(data), &m); err != nil {
+			return nil, fmt.Errorf("redis: decode backup %s/%s: %w", app, pid, err)
+		}
+		m.Seq = uint64(z.Score)
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) error {
+	err := s.rdb.ZRemRangeByScore(ctx, s.backupKey(app, pid), "-inf", strconv.FormatUint(upTo, 10)).Err()
+	if err != nil {
+		return fmt.Errorf("redis: trim backup %s/%s: %w", app, pid, err)
+	}
+	return nil
+}

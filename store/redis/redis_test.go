@@ -1,0 +1,107 @@
+package redis_test
+
+import (
+	"context"
+	"crypto/rand"
+	"net/url"
+	"os"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/praas-dev/praas/store"
+	"github.com/praas-dev/praas/store/redis"
+	"github.com/praas-dev/praas/store/storetest"
+)
+
+// serverURL returns the test server's URL, or skips the test loudly.
+func serverURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("PRAAS_TEST_REDIS")
+	if u == "" {
+		t.Skip("SKIPPING: PRAAS_TEST_REDIS not set; run scripts/test-servers.sh")
+	}
+	return u
+}
+
+// withPrefix returns rawURL with a fresh random key prefix, and removes the
+// prefix's keys when the test ends.
+func withPrefix(t *testing.T, rawURL string) string {
+	t.Helper()
+	prefix := "praas-test-" + rand.Text()[:12] + ":"
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("prefix", prefix)
+	u.RawQuery = q.Encode()
+	t.Cleanup(func() {
+		opts, err := goredis.ParseURL(rawURL)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		rdb := goredis.NewClient(opts)
+		defer rdb.Close()
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Errorf("cleaning up %s*: %v", prefix, err)
+		}
+	})
+	return u.String()
+}
+
+func open(t *testing.T, rawURL string) *redis.Store {
+	t.Helper()
+	s, err := redis.Open(t.Context(), rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	base := serverURL(t)
+	urls := map[store.Metadata]string{} // to reopen a closed store
+	storetest.RunMetadata(t,
+		func(t *testing.T) store.Metadata {
+			u := withPrefix(t, base)
+			s := open(t, u)
+			urls[s] = u
+			return s
+		},
+		storetest.ReopenMetadata(func(t *testing.T, closed store.Metadata) store.Metadata {
+			return open(t, urls[closed])
+		}),
+	)
+}
+
+func TestOpenErrors(t *testing.T) {
+	for _, u := range []string{"http://localhost:6379", "redis://127.0.0.1:6379/0?bogus=1"} {
+		if _, err := redis.Open(t.Context(), u); err == nil {
+			t.Errorf("Open(%q) succeeded", u)
+		}
+	}
+	// Nothing listens on port 1.
+	if _, err := redis.Open(t.Context(), "redis://127.0.0.1:1/0?dial_timeout=1s"); err == nil {
+		t.Error("Open of a closed port succeeded")
+	}
+}
+
+func TestPrefixIsolates(t *testing.T) {
+	base := serverURL(t)
+	a, b := open(t, withPrefix(t, base)), open(t, withPrefix(t, base))
+	defer a.Close()
+	defer b.Close()
+	if err := a.CreateApp(t.Context(), store.App{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if apps, err := b.ListApps(t.Context()); err != nil || len(apps) != 0 {
+		t.Errorf("other prefix: ListApps = %v, %v; want none", apps, err)
+	}
+}

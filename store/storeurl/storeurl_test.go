@@ -1,0 +1,107 @@
+package storeurl_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store/bolt"
+	"github.com/praas-dev/praas/store/file"
+	"github.com/praas-dev/praas/store/redis"
+	"github.com/praas-dev/praas/store/s3"
+	"github.com/praas-dev/praas/store/storeurl"
+)
+
+func TestOpenMetadata(t *testing.T) {
+	data := t.TempDir()
+	abs := filepath.Join(t.TempDir(), "other.db")
+	for _, tt := range []struct{ url, wantPath string }{
+		{"", filepath.Join(data, "meta.db")},
+		{"bolt://", filepath.Join(data, "meta.db")},
+		{"bolt://" + abs, abs},
+	} {
+		m, err := storeurl.OpenMetadata(t.Context(), tt.url, data)
+		if err != nil {
+			t.Errorf("OpenMetadata(%q): %v", tt.url, err)
+			continue
+		}
+		if b, ok := m.(*bolt.Store); !ok || b.Path() != tt.wantPath {
+			t.Errorf("OpenMetadata(%q) = %T, want *bolt.Store at %s", tt.url, m, tt.wantPath)
+		}
+		if _, err := os.Stat(tt.wantPath); err != nil {
+			t.Errorf("OpenMetadata(%q) created no file: %v", tt.url, err)
+		}
+		m.Close()
+	}
+}
+
+func TestOpenSwap(t *testing.T) {
+	data := t.TempDir()
+	abs := filepath.Join(t.TempDir(), "snaps")
+	for _, tt := range []struct{ url, wantDir string }{
+		{"", filepath.Join(data, "swap")},
+		{"file://", filepath.Join(data, "swap")},
+		{"file://" + abs, abs},
+	} {
+		sw, err := storeurl.OpenSwap(t.Context(), tt.url, data)
+		if err != nil {
+			t.Errorf("OpenSwap(%q): %v", tt.url, err)
+			continue
+		}
+		if f, ok := sw.(*file.Store); !ok || f.Dir() != tt.wantDir {
+			t.Errorf("OpenSwap(%q) = %T, want *file.Store at %s", tt.url, sw, tt.wantDir)
+		}
+		sw.Close()
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	data := t.TempDir()
+	for _, u := range []string{"mysql://x", "bolt://host/meta.db", "bolt:relative.db", "bolt://?x=1", "s3://bucket", "%zz"} {
+		if _, err := storeurl.OpenMetadata(t.Context(), u, data); !errors.Is(err, errs.ErrInvalidArgument) {
+			t.Errorf("OpenMetadata(%q) = %v, want an invalid-argument error", u, err)
+		}
+	}
+	for _, u := range []string{"gs://bucket", "file://host/dir", "file:rel", "redis://localhost", "%zz"} {
+		if _, err := storeurl.OpenSwap(t.Context(), u, data); !errors.Is(err, errs.ErrInvalidArgument) {
+			t.Errorf("OpenSwap(%q) = %v, want an invalid-argument error", u, err)
+		}
+	}
+	if _, err := storeurl.OpenMetadata(t.Context(), "", ""); !errors.Is(err, errs.ErrInvalidArgument) {
+		t.Errorf("OpenMetadata without a data directory = %v, want an invalid-argument error", err)
+	}
+}
+
+// TestServers checks that redis:// and s3:// URLs reach their drivers.
+func TestServers(t *testing.T) {
+	t.Run("redis", func(t *testing.T) {
+		u := os.Getenv("PRAAS_TEST_REDIS")
+		if u == "" {
+			t.Skip("SKIPPING: PRAAS_TEST_REDIS not set; run scripts/test-servers.sh")
+		}
+		m, err := storeurl.OpenMetadata(t.Context(), u, "")
+		if err != nil {
+			t.Fatalf("OpenMetadata(%q): %v", u, err)
+		}
+		defer m.Close()
+		if _, ok := m.(*redis.Store); !ok {
+			t.Errorf("OpenMetadata(%q) = %T, want *redis.Store", u, m)
+		}
+	})
+	t.Run("s3", func(t *testing.T) {
+		u := os.Getenv("PRAAS_TEST_S3")
+		if u == "" {
+			t.Skip("SKIPPING: PRAAS_TEST_S3 not set; run scripts/test-servers.sh")
+		}
+		sw, err := storeurl.OpenSwap(t.Context(), u, "")
+		if err != nil {
+			t.Fatalf("OpenSwap: %v", err)
+		}
+		defer sw.Close()
+		if _, ok := sw.(*s3.Store); !ok {
+			t.Errorf("OpenSwap = %T, want *s3.Store", sw)
+		}
+	})
+}

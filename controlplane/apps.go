@@ -88,7 +88,7 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
 func (s *Server) app(w http.ResponseWriter, r *http.Request) (store.App, bool) {
 	app, err := s.cfg.Metadata.GetApp(r.Context(), r.PathValue("app"))
 	if err != nil {
-		writeError(w, s.log, fmt.Errorf("app %q: %w", r.PathValue("app"), err))
+		writeError(w, s.log, err)
 		return app, false
 	}
 	return app, true

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"net/http"
@@ -16,6 +17,8 @@ func (s *Server) internalRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST "+cpapi.PathRegister, s.register)
 	m.HandleFunc("POST "+cpapi.PathHeartbeat, s.heartbeat)
 	m.HandleFunc("GET "+cpapi.PathMembers, s.members)
+	m.HandleFunc("POST "+cpapi.PathMessages, s.internalMessage)
+	m.HandleFunc("POST "+cpapi.PathSnapshot, s.snapshotReport)
 }
 
 // authProcess checks that the caller holds the app's secret.
@@ -82,6 +85,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	l.addr = reg.Address
 	l.handle = rec.Handle
 	l.lastBeat = time.Now()
+	l.direct = true
 	close(l.registered)
 	close(l.ready)
 	s.live[liveKey(reg.App, reg.PID)] = l
@@ -140,6 +144,14 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 			rec.LastActive = now.Add(-time.Duration(hb.IdleNanos))
 			_ = s.cfg.Metadata.PutProcess(r.Context(), rec)
 		}
+	}
+	if s.cfg.IdleTimeout > 0 && time.Duration(hb.IdleNanos) >= s.cfg.IdleTimeout && !l.isStopping() {
+		s.log.Info("process idle, swapping out", "app", hb.App, "pid", hb.PID, "idle", time.Duration(hb.IdleNanos))
+		go func() {
+			if err := s.swapOut(context.Background(), l); err != nil {
+				s.log.Warn("idle swap-out", "app", hb.App, "pid", hb.PID, "err", err)
+			}
+		}()
 	}
 	writeJSON(w, http.StatusOK, cpapi.HeartbeatReply{Epoch: app.Epoch})
 }

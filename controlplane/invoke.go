@@ -86,7 +86,7 @@ func (s *Server) pick(ctx context.Context, app store.App, pid string) (*live, er
 			return l, nil
 		}
 		if _, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid); err != nil {
-			return nil, fmt.Errorf("process %s/%s: %w", app.Name, pid, err)
+			return nil, err
 		}
 		return s.activeProcess(ctx, app, pid)
 	}

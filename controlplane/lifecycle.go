@@ -29,6 +29,11 @@ type live struct {
 	exitOnce   sync.Once
 	ready      chan struct{} // closed when start finished, well or not
 	startErr   error         // valid after ready
+	gone       chan struct{} // closed when the control plane forgets it
+	goneOnce   sync.Once
+	// direct is set (under Server.backupMu) once the backup queue was
+	// delivered: from then on messages go straight to the process.
+	direct bool
 
 	mu       sync.Mutex
 	handle   string
@@ -37,6 +42,7 @@ type live struct {
 	usage    store.Usage
 	saved    time.Time // when usage was last written to the store
 	stopping bool
+	swapped  bool // the process reported its final snapshot
 	conn     *client.DataConn
 }
 
@@ -50,7 +56,14 @@ func newLive(app store.App, pid string) *live {
 		registered: make(chan struct{}),
 		exited:     make(chan struct{}),
 		ready:      make(chan struct{}),
+		gone:       make(chan struct{}),
 	}
+}
+
+func (l *live) isStopping() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopping
 }
 
 func randomHex(n int) string {
@@ -93,6 +106,17 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 	for attempt := 0; ; attempt++ {
 		s.mu.Lock()
 		l := s.live[liveKey(app.Name, pid)]
+		if l != nil && l.isStopping() {
+			// It is swapping out or stopping: wait until it is gone, then bring it back.
+			s.mu.Unlock()
+			select {
+			case <-l.gone:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: waiting for process %s/%s to swap out: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
+			}
+			attempt--
+			continue
+		}
 		if l == nil {
 			l = newLive(app, pid)
 			s.live[liveKey(app.Name, pid)] = l
@@ -155,6 +179,12 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 		cpapi.EnvInstance + "=" + l.instance,
 		cpapi.EnvSecret + "=" + app.Secret,
 	}, s.cfg.ProcessEnv...)}
+	if s.cfg.SwapURL != "" {
+		spec.Env = append(spec.Env, cpapi.EnvSwap+"="+s.cfg.SwapURL)
+		if rec.Snapshot != "" {
+			spec.Env = append(spec.Env, cpapi.EnvRestore+"=1")
+		}
+	}
 	handle, err := s.cfg.Backend.Start(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("%w: start process %s/%s: %w", errs.ErrUnavailable, app.Name, l.pid, err)
@@ -180,6 +210,10 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 	if err := s.cfg.Metadata.PutProcess(ctx, rec); err != nil {
 		return err
 	}
+	// Messages that waited in the backup queue go first, in order.
+	if err := s.deliverBackup(ctx, l); err != nil {
+		return err
+	}
 	s.bumpEpoch(ctx, app.Name)
 	s.log.Info("process active", "app", app.Name, "pid", l.pid, "addr", rec.Address, "handle", handle)
 	return nil
@@ -193,6 +227,7 @@ func (s *Server) forget(l *live) {
 	}
 	s.mu.Unlock()
 	l.closeConn()
+	l.goneOnce.Do(func() { close(l.gone) })
 }
 
 func (s *Server) lookupLive(app, pid string) *live {
@@ -227,27 +262,58 @@ func (s *Server) bumpEpoch(ctx context.Context, app string) {
 	s.notifyEpoch(app)
 }
 
-// stop ends a running process gracefully and records status.
-func (s *Server) stop(ctx context.Context, l *live, status string) error {
+// swapOut stops a running process gracefully: it drains, writes its
+// snapshot and exits. The record ends swapped, or failed if no final
+// snapshot was reported (the previous snapshot, if any, stays).
+func (s *Server) swapOut(ctx context.Context, l *live) error {
 	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		<-l.gone
+		return nil
+	}
 	l.stopping = true
 	handle := l.handle
 	l.mu.Unlock()
-	l.closeConn()
+	s.setStatus(ctx, l.app, l.pid, store.StatusSwapping, "")
+	start := time.Now()
 	var err error
 	if handle != "" {
 		stopCtx, cancel := context.WithTimeout(ctx, s.cfg.StopTimeout)
 		err = s.cfg.Backend.Stop(stopCtx, handle)
 		cancel()
 	}
-	s.forget(l)
-	if status != "" {
-		s.setStatus(ctx, l.app, l.pid, status, "")
+	l.mu.Lock()
+	swapped := l.swapped
+	l.mu.Unlock()
+	status := store.StatusSwapped
+	if !swapped {
+		status = store.StatusFailed
+		if err == nil {
+			err = fmt.Errorf("%w: process %s/%s exited without a snapshot (see its log)", errs.ErrInternal, l.app, l.pid)
+		}
 	}
+	s.setStatus(ctx, l.app, l.pid, status, "")
+	s.forget(l)
+	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "status", status, "took", time.Since(start))
 	return err
 }
 
-// stopAll stops every running process, at shutdown.
+// kill ends a process at once, for deletion: its state is not kept.
+func (s *Server) kill(l *live) {
+	l.mu.Lock()
+	l.stopping = true
+	handle := l.handle
+	l.mu.Unlock()
+	if handle != "" {
+		if err := s.cfg.Backend.Kill(handle); err != nil {
+			s.log.Warn("kill process", "app", l.app, "pid", l.pid, "err", err)
+		}
+	}
+	s.forget(l)
+}
+
+// stopAll swaps out every running process, at shutdown.
 func (s *Server) stopAll(ctx context.Context) {
 	s.mu.Lock()
 	all := make([]*live, 0, len(s.live))
@@ -264,8 +330,8 @@ func (s *Server) stopAll(ctx context.Context) {
 			case <-l.ready:
 			case <-ctx.Done():
 			}
-			if err := s.stop(ctx, l, store.StatusStopped); err != nil {
-				s.log.Warn("stop process", "app", l.app, "pid", l.pid, "err", err)
+			if err := s.swapOut(ctx, l); err != nil {
+				s.log.Warn("swap out at shutdown", "app", l.app, "pid", l.pid, "err", err)
 			}
 		}()
 	}

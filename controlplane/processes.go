@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
 )
@@ -111,7 +111,7 @@ func (s *Server) process(w http.ResponseWriter, r *http.Request) (store.App, sto
 	}
 	p, err := s.cfg.Metadata.GetProcess(r.Context(), app.Name, r.PathValue("pid"))
 	if err != nil {
-		writeError(w, s.log, fmt.Errorf("process %s/%s: %w", app.Name, r.PathValue("pid"), err))
+		writeError(w, s.log, err)
 		return app, p, false
 	}
 	return app, p, true
@@ -138,15 +138,13 @@ func (s *Server) deleteProcess(w http.ResponseWriter, r *http.Request) {
 // removeProcess stops a process if it runs and deletes its record and snapshot.
 func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
 	if l := s.lookupLive(p.App, p.PID); l != nil {
-		if err := s.stop(ctx, l, ""); err != nil {
-			s.log.Warn("stop process", "app", p.App, "pid", p.PID, "err", err)
-		}
+		s.kill(l)
 	}
 	if err := s.cfg.Metadata.DeleteProcess(ctx, p.App, p.PID); err != nil && !errors.Is(err, errs.ErrNotFound) {
 		return err
 	}
-	if p.Snapshot != "" && s.cfg.Swap != nil {
-		if err := s.cfg.Swap.Delete(ctx, p.Snapshot); err != nil {
+	if s.cfg.Swap != nil {
+		if err := s.cfg.Swap.Delete(ctx, cpapi.SnapshotKey(p.App, p.PID)); err != nil {
 			s.log.Warn("delete snapshot", "app", p.App, "pid", p.PID, "err", err)
 		}
 	}
@@ -155,8 +153,33 @@ func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
 	return nil
 }
 
+// swapProcess swaps a process out and answers once its snapshot is stored.
+// Swapping a swapped process is a no-op.
 func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
-	writeError(w, s.log, fmt.Errorf("%w: swapping is not available yet", errs.ErrFailedPrecondition))
+	app, p, ok := s.process(w, r)
+	if !ok {
+		return
+	}
+	if l := s.lookupLive(app.Name, p.PID); l != nil {
+		select {
+		case <-l.ready:
+		case <-r.Context().Done():
+			return
+		}
+		if err := s.swapOut(context.WithoutCancel(r.Context()), l); err != nil {
+			writeError(w, s.log, err)
+			return
+		}
+	} else if p.Status != store.StatusSwapped {
+		writeError(w, s.log, fmt.Errorf("%w: process %s/%s is %s, not active", errs.ErrFailedPrecondition, app.Name, p.PID, p.Status))
+		return
+	}
+	p, err := s.cfg.Metadata.GetProcess(r.Context(), app.Name, p.PID)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.viewProcess(app, p))
 }
 
 // sendMessage puts the raw body into a process's mailbox (or its trigger)
@@ -178,22 +201,4 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// deliverMessage hands a message to the running process, starting it first
-// if it is not running.
-func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		var l *live
-		if l, err = s.activeProcess(ctx, app, pid); err != nil {
-			return err
-		}
-		var dc *client.DataConn
-		if dc, err = l.dataConn(ctx); err == nil {
-			err = dc.Send(ctx, src, key, data)
-		}
-		if !errors.Is(err, client.ErrNotSent) {
-			return err
-		}
-	}
-	return err
-}
+

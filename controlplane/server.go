@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,8 +25,11 @@ import (
 // Config configures a control plane.
 type Config struct {
 	Metadata store.Metadata
-	Swap     store.Swap
-	Backend  Backend
+	// Swap is the swap store, and SwapURL its URL as processes open it
+	// (they write and read their snapshots themselves).
+	Swap    store.Swap
+	SwapURL string
+	Backend Backend
 	Logger   *slog.Logger
 	// URL is where process runtimes reach the control plane; Run fills it
 	// from the listener when empty.
@@ -41,6 +45,9 @@ type Config struct {
 	MaxPayload int64
 	// ProcessEnv is added to every process's environment (e.g. PRAAS_MAX_CONCURRENCY).
 	ProcessEnv []string
+	// IdleTimeout, if positive, swaps out a process whose data plane has
+	// been idle that long (the scale-down policy).
+	IdleTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -84,6 +91,10 @@ type Server struct {
 	epochWatch map[string]chan struct{} // app → closed at its next epoch change
 
 	stopping chan struct{} // closed when shutdown starts: ends long polls
+
+	// backupMu orders backup-queue appends against the delivery of the
+	// queue at swap-in, so no message is stranded in between.
+	backupMu sync.Mutex
 }
 
 // New returns a control plane; serve it with Run.
@@ -119,6 +130,22 @@ func (s *Server) routes() {
 	s.mux = m
 }
 
+// gate answers 503 to the public API once shutdown has begun; the internal
+// API stays open so processes can report their final snapshots.
+func (s *Server) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.stopping:
+			if !strings.HasPrefix(r.URL.Path, "/internal/") {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the control plane is shutting down", "code": "unavailable"})
+				return
+			}
+		default:
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // Handler is the HTTP handler of the REST and internal APIs.
 func (s *Server) Handler() http.Handler { return s.mux }
 
@@ -129,7 +156,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.cfg.URL == "" {
 		s.cfg.URL = "http://" + ln.Addr().String()
 	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.gate(s.mux), ReadHeaderTimeout: 10 * time.Second}
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go s.sweep(sweepCtx)
@@ -141,11 +168,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	// Refuse new work, swap every process out (they still reach the internal
+	// API to report their snapshots), then stop serving.
 	close(s.stopping)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout+5*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(shutdownCtx)
 	s.stopAll(shutdownCtx)
+	_ = srv.Shutdown(shutdownCtx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -35,14 +35,21 @@ func (p *Process) State(key string) ([]byte, bool) { return p.rt.state.get(key) 
 
 // SetState stores data under key. The process keeps data: the caller must not
 // modify it afterwards.
-func (p *Process) SetState(key string, data []byte) { p.rt.state.set(key, data) }
+func (p *Process) SetState(key string, data []byte) {
+	p.rt.state.set(key, data)
+	p.rt.mutations.Add(1)
+}
 
 // DeleteState removes key.
-func (p *Process) DeleteState(key string) { p.rt.state.delete(key) }
+func (p *Process) DeleteState(key string) {
+	p.rt.state.delete(key)
+	p.rt.mutations.Add(1)
+}
 
 // UpdateState atomically replaces the value under key with fn's result;
 // fn gets the old value (ok false if absent) and must not keep it.
 func (p *Process) UpdateState(key string, fn func(old []byte, ok bool) []byte) []byte {
+	defer p.rt.mutations.Add(1)
 	return p.rt.state.update(key, fn)
 }
 
@@ -78,7 +85,11 @@ func (p *Process) Recv(ctx context.Context, src, key string, timeout time.Durati
 	if src == Self {
 		src = p.rt.cfg.PID
 	}
-	return p.rt.mailbox.get(ctx, src, key, timeout)
+	m, err := p.rt.mailbox.get(ctx, src, key, timeout)
+	if err == nil {
+		p.rt.mutations.Add(1)
+	}
+	return m, err
 }
 
 // Members returns the application's processes as last known (within about

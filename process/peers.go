@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -87,13 +89,29 @@ func (rt *Runtime) toPeer(ctx context.Context, dest string, op func(*client.Data
 	}
 }
 
+// notActive reports a peer that is swapped out, failed or starting: the
+// control plane takes over, bringing it back (and queueing messages).
+func notActive(err error) bool {
+	return errors.Is(err, errs.ErrFailedPrecondition) || errors.Is(err, client.ErrNotSent)
+}
+
 func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
 	var out []byte
 	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) (err error) {
 		out, err = dc.Invoke(ctx, function, input)
 		return err
 	})
+	if notActive(err) && rt.cfg.ControlPlane != "" {
+		res, cerr := rt.controlPlane().InvokeControlPlane(ctx, rt.cfg.App, function, dest, input)
+		return res.Output, cerr
+	}
 	return out, err
+}
+
+// controlPlane is a REST client of the control plane.
+func (rt *Runtime) controlPlane() *client.Client {
+	rt.cpOnce.Do(func() { rt.cpClient = client.New(rt.cfg.ControlPlane) })
+	return rt.cpClient
 }
 
 func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) error {
@@ -104,9 +122,15 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		rt.deliver(context.WithoutCancel(ctx), Message{Src: rt.cfg.PID, Key: key, Data: data})
 		return nil
 	}
-	return rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
+	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
 		return dc.Send(ctx, rt.cfg.PID, key, data)
 	})
+	if notActive(err) && rt.cfg.ControlPlane != "" {
+		// The control plane queues it durably in dest's backup queue.
+		q := url.Values{"app": {rt.cfg.App}, "src": {rt.cfg.PID}, "dest": {dest}, "key": {key}}
+		return rt.postRaw(ctx, cpapi.PathMessages+"?"+q.Encode(), data)
+	}
+	return err
 }
 
 func checkKey(key string) error {

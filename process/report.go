@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 )
 
@@ -67,11 +68,20 @@ func (rt *Runtime) post(ctx context.Context, path string, body, reply any) error
 	if err != nil {
 		return err
 	}
+	return rt.do(ctx, path, "application/json", b, reply)
+}
+
+// postRaw posts raw bytes to the internal API.
+func (rt *Runtime) postRaw(ctx context.Context, path string, data []byte) error {
+	return rt.do(ctx, path, "application/octet-stream", data, nil)
+}
+
+func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, reply any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(rt.cfg.ControlPlane, "/")+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Authorization", "Bearer "+rt.cfg.Secret)
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -79,6 +89,8 @@ func (rt *Runtime) post(ctx context.Context, path string, body, reply any) error
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
+	case http.StatusNoContent:
+		return nil
 	case http.StatusOK:
 		if reply != nil {
 			return json.NewDecoder(resp.Body).Decode(reply)
@@ -86,10 +98,18 @@ func (rt *Runtime) post(ctx context.Context, path string, body, reply any) error
 		return nil
 	case http.StatusGone:
 		return errRetired
-	case http.StatusNotFound:
-		return errUnknownInstance
+	}
+	var body struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch {
+	case json.Unmarshal(raw, &body) == nil && body.Error != "":
+		return errs.New(errs.ParseCode(body.Code), body.Error)
+	case resp.StatusCode == http.StatusNotFound:
+		return errUnknownInstance // a bare 404: register again
 	default:
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("control plane %s: %s: %s", path, resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("control plane %s: %s: %s", path, resp.Status, bytes.TrimSpace(raw))
 	}
 }

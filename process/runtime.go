@@ -21,6 +21,7 @@ import (
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
+	"github.com/praas-dev/praas/store/storeurl"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -49,7 +50,14 @@ type Config struct {
 	Heartbeat time.Duration
 	// DrainTimeout bounds how long a shutdown waits for running invocations (default 30s).
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// Swap is where snapshots go; nil runs without swapping (state is lost at exit).
+	Swap store.Swap
+	// Restore loads the snapshot from Swap before serving.
+	Restore bool
+	// CheckpointInterval, if positive, writes a snapshot that often while
+	// anything changed, bounding what a crash loses.
+	CheckpointInterval time.Duration
+	Logger             *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -81,6 +89,9 @@ func (c *Config) Validate() error {
 	if c.Secret == "" {
 		return errors.New("process runtime: secret is required")
 	}
+	if c.Restore && c.Swap == nil && os.Getenv(cpapi.EnvSwap) == "" {
+		return errors.New("process runtime: restore needs a swap store")
+	}
 	return nil
 }
 
@@ -111,7 +122,21 @@ func ConfigFromEnv() (Config, error) {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvHeartbeat, err)
 		}
 	}
-	return c, c.Validate()
+	if v := os.Getenv(cpapi.EnvCheckpoint); v != "" {
+		if c.CheckpointInterval, err = time.ParseDuration(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvCheckpoint, err)
+		}
+	}
+	c.Restore = os.Getenv(cpapi.EnvRestore) == "1"
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	if v := os.Getenv(cpapi.EnvSwap); v != "" {
+		if c.Swap, err = storeurl.OpenSwap(context.Background(), v, ""); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvSwap, err)
+		}
+	}
+	return c, nil
 }
 
 // Runtime is one running process.
@@ -143,6 +168,12 @@ type Runtime struct {
 	bytesOut    atomic.Uint64
 	running     atomic.Int64
 	lastActive  atomic.Int64 // unix nanos of the last data-plane activity
+
+	cpOnce   sync.Once
+	cpClient *client.Client
+
+	// mutations counts changes to durable state, so checkpoints skip idle periods.
+	mutations atomic.Uint64
 }
 
 // New prepares a runtime; Run starts it.
@@ -182,6 +213,11 @@ func (rt *Runtime) Addr() string { return rt.addr }
 // then drains: clients are told to go away, running invocations finish
 // (within DrainTimeout), and Run returns.
 func (rt *Runtime) Run(ctx context.Context) error {
+	if rt.cfg.Restore {
+		if err := rt.restore(ctx); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", rt.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("data plane listen: %w", err)
@@ -203,6 +239,12 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		go func() { reporter <- rt.report(ctx) }()
 		go rt.watchMembers(ctx)
 	}
+	checkpointDone := make(chan struct{})
+	if rt.cfg.Swap != nil && rt.cfg.CheckpointInterval > 0 {
+		go func() { defer close(checkpointDone); rt.checkpointLoop(ctx) }()
+	} else {
+		close(checkpointDone)
+	}
 
 	var runErr error
 	select {
@@ -213,9 +255,18 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	rt.drain()
 	ln.Close()
 	<-acceptDone
+	<-checkpointDone
 	if errors.Is(runErr, errRetired) {
 		rt.log.Info("retired by the control plane")
 		return nil
+	}
+	if runErr == nil && rt.cfg.Swap != nil {
+		// Swap out: everything has drained, so this snapshot is the last word.
+		swapCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		defer cancel()
+		if err := rt.saveSnapshot(swapCtx, true); err != nil {
+			return fmt.Errorf("swap out: %w", err)
+		}
 	}
 	return runErr
 }

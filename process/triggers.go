@@ -43,6 +43,7 @@ func splitKey(key string) (function, invocation string) {
 // deliver routes an arriving message: to a function trigger if its key
 // names one, else into the mailbox.
 func (rt *Runtime) deliver(ctx context.Context, m Message) {
+	rt.mutations.Add(1)
 	name, invKey := splitKey(m.Key)
 	fn, ok := rt.image.Lookup(name)
 	if !ok || fn.Trigger == NoTrigger {

@@ -21,7 +21,6 @@ const (
 	StatusSwapped    = "swapped"
 	StatusSwappingIn = "swapping-in"
 	StatusFailed     = "failed"
-	StatusStopped    = "stopped"
 )
 
 // App is an application: a named group of processes sharing an image and a

@@ -31,6 +31,8 @@ type upConfig struct {
 	maxPayload       int
 	heartbeatTimeout time.Duration
 	stopTimeout      time.Duration
+	idleTimeout      time.Duration
+	checkpoint       time.Duration
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -55,7 +57,9 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.IntVar(&cfg.maxConcurrency, "max-concurrency", 256, "invocations a process runs at once; more wait")
 	f.IntVar(&cfg.maxPayload, "max-payload", 64<<20, "largest invocation input or message, in bytes")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
-	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 30*time.Second, "how long a process may take to stop before it is killed")
+	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
+	f.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "swap out a process whose data plane was idle this long (0: never)")
+	f.DurationVar(&cfg.checkpoint, "checkpoint-interval", 0, "write a snapshot of every changed process this often, bounding what a crash loses (0: only at swap-out)")
 	return cmd
 }
 
@@ -71,6 +75,9 @@ func (c *cli) up(cfg upConfig) error {
 	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 {
 		return fmt.Errorf("--max-concurrency and --max-payload must be positive")
 	}
+	if cfg.idleTimeout < 0 || cfg.checkpoint < 0 {
+		return fmt.Errorf("--idle-timeout and --checkpoint-interval must not be negative")
+	}
 	data, err := filepath.Abs(cfg.data)
 	if err != nil {
 		return err
@@ -83,7 +90,11 @@ func (c *cli) up(cfg upConfig) error {
 		return fmt.Errorf("metadata store: %w", err)
 	}
 	defer meta.Close()
-	swap, err := storeurl.OpenSwap(c.ctx, cfg.swap, data)
+	swapURL := cfg.swap
+	if swapURL == "" || swapURL == "file://" {
+		swapURL = "file://" + filepath.Join(data, "swap")
+	}
+	swap, err := storeurl.OpenSwap(c.ctx, swapURL, data)
 	if err != nil {
 		return fmt.Errorf("swap store: %w", err)
 	}
@@ -101,6 +112,8 @@ func (c *cli) up(cfg upConfig) error {
 	cp, err = controlplane.New(controlplane.Config{
 		Metadata:         meta,
 		Swap:             swap,
+		SwapURL:          swapURL,
+		IdleTimeout:      cfg.idleTimeout,
 		Backend:          backend,
 		Logger:           log,
 		HeartbeatTimeout: cfg.heartbeatTimeout,
@@ -109,6 +122,7 @@ func (c *cli) up(cfg upConfig) error {
 		ProcessEnv: []string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),
+			cpapi.EnvCheckpoint + "=" + cfg.checkpoint.String(),
 		},
 	})
 	if err != nil {

@@ -9,7 +9,11 @@ import "github.com/praas-dev/praas/store"
 const (
 	PathRegister  = "/internal/v1/register"
 	PathHeartbeat = "/internal/v1/heartbeat"
-	PathMembers   = "/internal/v1/members" // long poll: ?app=&pid=&instance=&epoch=
+	PathMembers   = "/internal/v1/members" // long poll: ?app=&pid=&epoch=
+	PathSnapshot  = "/internal/v1/snapshot"
+	// PathMessages takes a message for a process that is not active (raw
+	// body; ?app=&src=&dest=&key=): the control plane queues it durably.
+	PathMessages = "/internal/v1/messages"
 )
 
 // Env variables through which a backend configures a process runtime.
@@ -24,6 +28,9 @@ const (
 	EnvMaxConcurrency = "PRAAS_MAX_CONCURRENCY"
 	EnvMaxPayload     = "PRAAS_MAX_PAYLOAD"
 	EnvHeartbeat      = "PRAAS_HEARTBEAT" // a time.Duration
+	EnvSwap           = "PRAAS_SWAP"      // swap store URL
+	EnvRestore        = "PRAAS_RESTORE"   // "1": restore from the snapshot before serving
+	EnvCheckpoint     = "PRAAS_CHECKPOINT_INTERVAL"
 )
 
 // Member is one process as the members of an application see it.
@@ -63,3 +70,17 @@ type Heartbeat struct {
 type HeartbeatReply struct {
 	Epoch uint64 `json:"epoch"`
 }
+
+// Snapshot reports a snapshot the runtime wrote. Final marks the swap-out:
+// the process exits right after.
+type Snapshot struct {
+	App      string `json:"app"`
+	PID      string `json:"pid"`
+	Instance string `json:"instance"`
+	Key      string `json:"key"`
+	Bytes    int64  `json:"bytes"`
+	Final    bool   `json:"final"`
+}
+
+// SnapshotKey is where the snapshot of app/pid lives in the swap store.
+func SnapshotKey(app, pid string) string { return "snapshots/" + app + "/" + pid }

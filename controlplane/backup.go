@@ -1,0 +1,145 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/store"
+)
+
+// deliverMessage puts a message into a process's mailbox. A running process
+// gets it over the data plane; for one that is swapped out (or failed, or
+// starting) it is appended durably to the backup queue and the process is
+// brought back, which delivers the queue in order. It returns once the
+// message is in the mailbox or durably queued.
+func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
+	for attempt := 0; attempt < 2; attempt++ {
+		s.backupMu.Lock()
+		l := s.lookupLive(app.Name, pid)
+		if l == nil || !l.direct || l.isStopping() {
+			_, err := s.cfg.Metadata.AppendBackup(ctx, app.Name, pid, store.Message{Src: src, Key: key, Data: data})
+			s.backupMu.Unlock()
+			if err != nil {
+				return fmt.Errorf("queue message for %s/%s: %w", app.Name, pid, err)
+			}
+			if l == nil {
+				go s.swapIn(app, pid)
+			}
+			return nil
+		}
+		s.backupMu.Unlock()
+		dc, err := l.dataConn(ctx)
+		if err == nil {
+			err = dc.Send(ctx, src, key, data)
+		}
+		if !errors.Is(err, client.ErrNotSent) {
+			return err
+		}
+		// It began to leave before the message went out: queue it instead.
+	}
+	return fmt.Errorf("%w: process %s/%s is restarting, try again", errs.ErrUnavailable, app.Name, pid)
+}
+
+// swapIn brings a process back in the background (a message arrived for it).
+func (s *Server) swapIn(app store.App, pid string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartTimeout+s.cfg.StopTimeout)
+	defer cancel()
+	if _, err := s.activeProcess(ctx, app, pid); err != nil {
+		s.log.Warn("swap in for queued message", "app", app.Name, "pid", pid, "err", err)
+	}
+}
+
+// deliverBackup sends the backup queue of a process that just registered, in
+// order, and switches it to direct delivery.
+func (s *Server) deliverBackup(ctx context.Context, l *live) error {
+	s.backupMu.Lock()
+	defer s.backupMu.Unlock()
+	msgs, err := s.cfg.Metadata.ListBackup(ctx, l.app, l.pid)
+	if err != nil {
+		return err
+	}
+	if len(msgs) > 0 {
+		dc, err := l.dataConn(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if err := dc.Send(ctx, m.Src, m.Key, m.Data); err != nil {
+				return fmt.Errorf("deliver backup queue of %s/%s: %w", l.app, l.pid, err)
+			}
+		}
+		if err := s.cfg.Metadata.TrimBackup(ctx, l.app, l.pid, msgs[len(msgs)-1].Seq); err != nil {
+			return err
+		}
+		s.log.Info("backup queue delivered", "app", l.app, "pid", l.pid, "messages", len(msgs))
+	}
+	l.direct = true
+	return nil
+}
+
+// internalMessage takes a message a process sends to a peer that is not
+// active: ?app=&src=&dest=&key=, the raw body is the data.
+func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	app, err := s.authProcess(r, q.Get("app"))
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	dest := q.Get("dest")
+	if _, err := s.cfg.Metadata.GetProcess(r.Context(), app.Name, dest); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	data, err := s.readPayload(r)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if err := s.deliverMessage(r.Context(), app, dest, q.Get("src"), q.Get("key"), data); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// snapshotReport records a snapshot a process wrote.
+func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
+	var rep cpapi.Snapshot
+	if err := readJSON(r, &rep, false); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if _, err := s.authProcess(r, rep.App); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	l := s.lookupLive(rep.App, rep.PID)
+	if l == nil || l.instance != rep.Instance {
+		w.WriteHeader(http.StatusGone)
+		return
+	}
+	rec, err := s.cfg.Metadata.GetProcess(r.Context(), rep.App, rep.PID)
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	rec.Snapshot = rep.Key
+	rec.UpdatedAt = time.Now()
+	if err := s.cfg.Metadata.PutProcess(r.Context(), rec); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if rep.Final {
+		l.mu.Lock()
+		l.swapped = true
+		l.mu.Unlock()
+	}
+	w.WriteHeader(http.StatusOK)
+}

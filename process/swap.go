@@ -1,0 +1,101 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"time"
+
+	"github.com/praas-dev/praas/internal/cpapi"
+)
+
+// capture takes a consistent-enough copy of the durable state: a shallow
+// copy of the state map (values are never modified in place: SetState takes
+// ownership, State's result is read-only), the unread mailbox and the
+// trigger buffers.
+func (rt *Runtime) capture() *snapshotData {
+	rt.state.mu.RLock()
+	st := maps.Clone(rt.state.m)
+	rt.state.mu.RUnlock()
+	m, _ := rt.members.get()
+	return &snapshotData{
+		App: rt.cfg.App, PID: rt.cfg.PID, Epoch: m.Epoch, Taken: time.Now(),
+		State: st, Mailbox: rt.mailbox.snapshot(), Triggers: rt.triggers.snapshot(),
+	}
+}
+
+// saveSnapshot streams a snapshot into the swap store, then tells the
+// control plane (final: this is the swap-out, the process exits next).
+func (rt *Runtime) saveSnapshot(ctx context.Context, final bool) error {
+	start := time.Now()
+	d := rt.capture()
+	size := d.size()
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeSnapshot(pw, d)) }()
+	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID)
+	err := rt.cfg.Swap.Put(ctx, key, pr, size)
+	pr.CloseWithError(io.ErrClosedPipe) // unblocks the encoder if Put stopped early
+	if err != nil {
+		return fmt.Errorf("write snapshot %s: %w", key, err)
+	}
+	rt.log.Info("snapshot written", "key", key, "bytes", size, "final", final, "took", time.Since(start))
+	if rt.cfg.ControlPlane != "" {
+		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance, Key: key, Bytes: size, Final: final}
+		if err := rt.post(ctx, cpapi.PathSnapshot, rep, nil); err != nil {
+			return fmt.Errorf("report snapshot: %w", err)
+		}
+	}
+	return nil
+}
+
+// restore loads the snapshot into the (still empty) process.
+func (rt *Runtime) restore(ctx context.Context) error {
+	start := time.Now()
+	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID)
+	r, err := rt.cfg.Swap.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read snapshot %s: %w", key, err)
+	}
+	defer r.Close()
+	d, err := readSnapshot(r)
+	if err != nil {
+		return fmt.Errorf("read snapshot %s: %w", key, err)
+	}
+	if d.App != rt.cfg.App || d.PID != rt.cfg.PID {
+		return fmt.Errorf("snapshot %s belongs to %s/%s: %w", key, d.App, d.PID, ErrCorruptSnapshot)
+	}
+	rt.state.m = d.State
+	for _, m := range d.Mailbox {
+		rt.mailbox.put(m)
+	}
+	rt.triggers.pending = d.Triggers
+	rt.log.Info("snapshot restored", "key", key, "state_keys", len(d.State), "messages", len(d.Mailbox), "taken", d.Taken, "took", time.Since(start))
+	return nil
+}
+
+// checkpointLoop writes a snapshot every interval while anything changed,
+// bounding what a crash loses.
+func (rt *Runtime) checkpointLoop(ctx context.Context) {
+	t := time.NewTicker(rt.cfg.CheckpointInterval)
+	defer t.Stop()
+	saved := rt.mutations.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := rt.mutations.Load()
+		if now == saved {
+			continue
+		}
+		if err := rt.saveSnapshot(ctx, false); err != nil {
+			if ctx.Err() == nil {
+				rt.log.Warn("checkpoint failed", "err", err)
+			}
+			continue
+		}
+		saved = now
+	}
+}

@@ -200,5 +200,3 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-
-

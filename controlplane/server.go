@@ -30,7 +30,7 @@ type Config struct {
 	Swap    store.Swap
 	SwapURL string
 	Backend Backend
-	Logger   *slog.Logger
+	Logger  *slog.Logger
 	// URL is where process runtimes reach the control plane; Run fills it
 	// from the listener when empty.
 	URL string

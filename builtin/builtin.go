@@ -30,6 +30,8 @@ func Image() *process.Image {
 	im.Register("recv", recv)
 	im.Register("sum", sum, process.MultiSource(3))
 	im.Register("members", members)
+	im.Register("state-fill", stateFill)
+	im.Register("state-digest", stateDigest)
 	return im
 }
 

@@ -51,6 +51,8 @@ type Process struct {
 	Status     string    `json:"status"`
 	Address    string    `json:"address,omitempty"`
 	Token      string    `json:"token,omitempty"`
+	Handle     string    `json:"handle,omitempty"`   // the backend's name for it (local: the OS pid)
+	Snapshot   string    `json:"snapshot,omitempty"` // swap-store key of its last snapshot
 	Usage      Usage     `json:"usage"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`

@@ -22,7 +22,6 @@ type processView struct {
 
 func (s *Server) viewProcess(app store.App, p store.Process) processView {
 	v := processView{Process: p}
-	v.Handle = ""
 	if l := s.lookupLive(p.App, p.PID); l != nil {
 		l.mu.Lock()
 		if l.usage.Invocations >= v.Usage.Invocations {

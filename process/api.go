@@ -66,6 +66,7 @@ func (p *Process) Invoke(ctx context.Context, dest, function string, input []byt
 		}
 		return p.rt.call(ctx, fn, input)
 	}
+	Blocking(ctx)
 	return p.rt.remoteInvoke(ctx, dest, function, input)
 }
 
@@ -85,7 +86,7 @@ func (p *Process) Recv(ctx context.Context, src, key string, timeout time.Durati
 	if src == Self {
 		src = p.rt.cfg.PID
 	}
-	m, err := p.rt.mailbox.get(ctx, src, key, timeout)
+	m, err := p.rt.mailbox.get(ctx, src, key, timeout, func() { Blocking(ctx) })
 	if err == nil {
 		p.rt.mutations.Add(1)
 	}
@@ -101,10 +102,13 @@ func (p *Process) Members() Membership {
 
 // WaitMembers waits until the membership epoch exceeds epoch and returns it.
 func (p *Process) WaitMembers(ctx context.Context, epoch uint64) (Membership, error) {
-	for {
+	for first := true; ; first = false {
 		m, changed := p.rt.members.get()
 		if m.Epoch > epoch {
 			return m, nil
+		}
+		if first {
+			Blocking(ctx)
 		}
 		select {
 		case <-changed:

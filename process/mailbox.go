@@ -76,8 +76,8 @@ func (mb *mailbox) takeLocked(src, key string) (Message, bool) {
 }
 
 // get waits for the oldest message with key from src (or Any) until timeout
-// (0: do not wait) or ctx ends.
-func (mb *mailbox) get(ctx context.Context, src, key string, timeout time.Duration) (Message, error) {
+// (0: do not wait) or ctx ends; beforeWait, if set, runs before it waits.
+func (mb *mailbox) get(ctx context.Context, src, key string, timeout time.Duration, beforeWait func()) (Message, error) {
 	mb.mu.Lock()
 	if m, ok := mb.takeLocked(src, key); ok {
 		mb.mu.Unlock()
@@ -90,6 +90,9 @@ func (mb *mailbox) get(ctx context.Context, src, key string, timeout time.Durati
 	w := &waiter{src: src, ch: make(chan Message, 1)}
 	mb.waiters[key] = append(mb.waiters[key], w)
 	mb.mu.Unlock()
+	if beforeWait != nil {
+		beforeWait()
+	}
 
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()

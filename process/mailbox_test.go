@@ -29,7 +29,7 @@ func TestMailboxOrderPerSourceAndKey(t *testing.T) {
 	for s := range senders {
 		go func() {
 			for i := range each {
-				m, err := mb.get(context.Background(), fmt.Sprint("s", s), "k", 5*time.Second)
+				m, err := mb.get(context.Background(), fmt.Sprint("s", s), "k", 5*time.Second, nil)
 				if err != nil {
 					errc <- err
 					return
@@ -62,7 +62,7 @@ func TestMailboxRecvAnyIsFirstComeFirstServed(t *testing.T) {
 		mb.put(Message{Src: src, Key: "k", Data: []byte{byte(i)}})
 	}
 	for i, src := range arrivals {
-		m, err := mb.get(context.Background(), Any, "k", 0)
+		m, err := mb.get(context.Background(), Any, "k", 0, nil)
 		if err != nil || m.Src != src || m.Data[0] != byte(i) {
 			t.Fatalf("recv %d: got %+v %v, want from %s", i, m, err, src)
 		}
@@ -71,7 +71,7 @@ func TestMailboxRecvAnyIsFirstComeFirstServed(t *testing.T) {
 	results := make(chan string, 3)
 	for i := range 3 {
 		go func() {
-			m, err := mb.get(context.Background(), Any, "w", 5*time.Second)
+			m, err := mb.get(context.Background(), Any, "w", 5*time.Second, nil)
 			if err != nil {
 				results <- err.Error()
 				return
@@ -97,14 +97,14 @@ func TestMailboxRecvAnyIsFirstComeFirstServed(t *testing.T) {
 func TestMailboxTimeoutAndSourceFilter(t *testing.T) {
 	mb := newMailbox()
 	mb.put(Message{Src: "a", Key: "k", Data: []byte("from a")})
-	_, err := mb.get(context.Background(), "b", "k", 30*time.Millisecond)
+	_, err := mb.get(context.Background(), "b", "k", 30*time.Millisecond, nil)
 	if !errors.Is(err, errs.ErrDeadlineExceeded) {
 		t.Fatalf("recv from b: %v, want deadline exceeded", err)
 	}
-	if _, err := mb.get(context.Background(), "a", "other", 0); !errors.Is(err, errs.ErrNotFound) {
+	if _, err := mb.get(context.Background(), "a", "other", 0, nil); !errors.Is(err, errs.ErrNotFound) {
 		t.Fatalf("recv without waiting: %v", err)
 	}
-	m, err := mb.get(context.Background(), "a", "k", time.Second)
+	m, err := mb.get(context.Background(), "a", "k", time.Second, nil)
 	if err != nil || string(m.Data) != "from a" {
 		t.Fatalf("recv from a: %+v %v", m, err)
 	}
@@ -114,7 +114,7 @@ func TestMailboxWakesWaiter(t *testing.T) {
 	mb := newMailbox()
 	got := make(chan Message, 1)
 	go func() {
-		m, _ := mb.get(context.Background(), "a", "k", 10*time.Second)
+		m, _ := mb.get(context.Background(), "a", "k", 10*time.Second, nil)
 		got <- m
 	}()
 	waitFor(t, func() bool { mb.mu.Lock(); defer mb.mu.Unlock(); return len(mb.waiters["k"]) == 1 })

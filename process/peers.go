@@ -122,6 +122,7 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		rt.deliver(context.WithoutCancel(ctx), Message{Src: rt.cfg.PID, Key: key, Data: data})
 		return nil
 	}
+	Blocking(ctx)
 	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
 		return dc.Send(ctx, rt.cfg.PID, key, data)
 	})

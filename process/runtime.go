@@ -46,7 +46,7 @@ type Config struct {
 	MaxConcurrency int
 	// MaxPayload bounds an invocation input or message (default 64 MiB).
 	MaxPayload int
-	// Heartbeat is the reporting period (default 500ms).
+	// Heartbeat is the reporting period (default 1s).
 	Heartbeat time.Duration
 	// DrainTimeout bounds how long a shutdown waits for running invocations (default 30s).
 	DrainTimeout time.Duration
@@ -71,7 +71,7 @@ func (c *Config) setDefaults() {
 		c.MaxPayload = wire.DefaultMaxPayload
 	}
 	if c.Heartbeat <= 0 {
-		c.Heartbeat = 500 * time.Millisecond
+		c.Heartbeat = time.Second
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
@@ -152,6 +152,7 @@ type Runtime struct {
 	peers    peers
 
 	sem      chan struct{}
+	watchdog watchdog
 	ln       net.Listener
 	addr     string
 	ready    chan struct{}
@@ -195,6 +196,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 	}
 	rt.proc = &Process{rt: rt}
 	rt.members.init()
+	rt.watchdog.init(rt)
 	rt.peers.conns = make(map[string]*client.DataConn)
 	rt.lastActive.Store(time.Now().UnixNano())
 	return rt, nil
@@ -227,6 +229,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	close(rt.ready)
 	rt.log.Info("data plane listening", "addr", rt.addr)
 
+	go rt.watchdog.run(ctx)
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)

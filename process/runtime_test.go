@@ -298,3 +298,55 @@ func TestDrainFinishesRunningInvocations(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An invocation that blocks without saying so holds its connection's reader
+// for about inlineBudget at most: others on the same connection still run
+// concurrently.
+func TestSlowInvocationDoesNotHoldConnection(t *testing.T) {
+	release := make(chan struct{})
+	im := testImage()
+	im.Register("stuck", func(context.Context, *process.Process, []byte) ([]byte, error) {
+		<-release
+		return []byte("unstuck"), nil
+	})
+	rt, token := startRuntime(t, im)
+	dc := dial(t, rt, token)
+	stuck, err := dc.Go("stuck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if out, err := dc.Invoke(ctx, "echo", []byte("behind it")); err != nil || string(out) != "behind it" {
+		t.Fatalf("invocation behind a stuck one: %q %v", out, err)
+	}
+	close(release)
+	if out, err := stuck.Wait(ctx); err != nil || string(out) != "unstuck" {
+		t.Fatalf("stuck invocation: %q %v", out, err)
+	}
+}
+
+// A function waiting in Recv for a message that arrives on its own
+// connection gets it: waiting hands the connection on at once.
+func TestRecvOnSameConnection(t *testing.T) {
+	im := testImage()
+	im.Register("wait-msg", func(ctx context.Context, p *process.Process, _ []byte) ([]byte, error) {
+		m, err := p.Recv(ctx, process.Any, "k", 5*time.Second)
+		return m.Data, err
+	})
+	rt, token := startRuntime(t, im)
+	dc := dial(t, rt, token)
+	call, err := dc.Go("wait-msg", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := dc.Send(ctx, "", "k", []byte("over the same connection")); err != nil {
+		t.Fatal(err)
+	}
+	// Had the connection been held, Recv would have timed out.
+	if out, err := call.Wait(ctx); err != nil || string(out) != "over the same connection" {
+		t.Fatalf("recv: %q %v", out, err)
+	}
+}

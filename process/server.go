@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/praas-dev/praas/errs"
@@ -57,6 +58,8 @@ type serverConn struct {
 	mu       sync.Mutex
 	inflight map[uint64]*tracked // invocations received and not yet finished, for After
 	closed   bool
+
+	inline atomic.Pointer[reader] // the reader running an invocation inline, if any
 }
 
 // tracked is an invocation that later ones on the connection may wait for.
@@ -65,16 +68,26 @@ type tracked struct {
 }
 
 func (c *serverConn) serve(ctx context.Context) {
-	defer func() {
-		c.close()
-		c.rt.connsMu.Lock()
-		delete(c.rt.conns, c)
-		c.rt.connsMu.Unlock()
-	}()
 	if err := c.handshake(); err != nil {
 		c.rt.log.Debug("data-plane handshake refused", "remote", c.conn.RemoteAddr(), "err", err)
+		c.finish()
 		return
 	}
+	c.readFrames(ctx)
+}
+
+// finish closes the connection and forgets it.
+func (c *serverConn) finish() {
+	c.close()
+	c.rt.connsMu.Lock()
+	delete(c.rt.conns, c)
+	c.rt.connsMu.Unlock()
+}
+
+// readFrames reads and dispatches frames, running invocations inline (see
+// inline.go). The goroutine that finds the connection closed finishes it.
+func (c *serverConn) readFrames(ctx context.Context) {
+	r := &reader{c: c, ctx: ctx}
 	for {
 		f, err := c.r.Next()
 		if err != nil {
@@ -85,6 +98,7 @@ func (c *serverConn) serve(ctx context.Context) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.fatal(errs.InvalidArgument, err)
 			}
+			c.finish()
 			return
 		}
 		c.rt.lastActive.Store(time.Now().UnixNano())
@@ -93,13 +107,25 @@ func (c *serverConn) serve(ctx context.Context) {
 			inv, err := wire.DecodeInvoke(f.Meta)
 			if err != nil {
 				c.fatal(errs.InvalidArgument, err)
+				c.finish()
 				return
 			}
-			c.startInvocation(ctx, f.ID, inv, f.Payload)
+			if run := c.startInvocation(f.ID, inv, f.Payload); run != nil {
+				r.since.Store(monotonic())
+				r.state.Store(inlineRunning)
+				c.inline.Store(r)
+				c.rt.watchdog.poke()
+				run(context.WithValue(ctx, readerKey{}, r))
+				c.inline.CompareAndSwap(r, nil)
+				if !r.state.CompareAndSwap(inlineRunning, inlineIdle) {
+					return // handed off: another goroutine reads now
+				}
+			}
 		case wire.FrameMessage:
 			m, err := wire.DecodeMessage(f.Meta)
 			if err != nil {
 				c.fatal(errs.InvalidArgument, err)
+				c.finish()
 				return
 			}
 			if err := c.rt.acceptMessage(ctx, m, f.Payload); err != nil {
@@ -111,6 +137,7 @@ func (c *serverConn) serve(ctx context.Context) {
 			_ = c.w.WriteFrame(wire.FramePong, f.ID, nil, f.Payload)
 		default:
 			c.fatal(errs.InvalidArgument, fmt.Errorf("%w: unexpected frame type %d", wire.ErrMalformed, f.Type))
+			c.finish()
 			return
 		}
 	}
@@ -179,16 +206,18 @@ func (c *serverConn) replyError(id uint64, err error) {
 	_ = c.w.WriteFrame(wire.FrameError, id, wire.EncodeCode(code), []byte(err.Error()))
 }
 
-func (c *serverConn) startInvocation(ctx context.Context, id uint64, inv wire.Invoke, input []byte) {
+// startInvocation registers an invocation and returns the function that
+// runs it and replies, or nil if it was answered at once (an error).
+func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input []byte) func(context.Context) {
 	rt := c.rt
 	if rt.draining.Load() {
 		c.replyError(id, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID))
-		return
+		return nil
 	}
 	fn, ok := rt.image.Lookup(inv.Function)
 	if !ok {
 		c.replyError(id, fmt.Errorf("%w: function %q is not in the image of %s/%s", errs.ErrNotFound, inv.Function, rt.cfg.App, rt.cfg.PID))
-		return
+		return nil
 	}
 	var waitFor []chan struct{}
 	c.mu.Lock()
@@ -205,8 +234,11 @@ func (c *serverConn) startInvocation(ctx context.Context, id uint64, inv wire.In
 	c.mu.Unlock()
 
 	rt.inflight.Add(1)
-	go func() {
+	return func(ctx context.Context) {
 		defer rt.inflight.Done()
+		if len(waitFor) > 0 {
+			Blocking(ctx)
+		}
 		for _, ch := range waitFor {
 			<-ch
 		}
@@ -222,12 +254,17 @@ func (c *serverConn) startInvocation(ctx context.Context, id uint64, inv wire.In
 			return
 		}
 		_ = c.w.WriteFrame(wire.FrameResult, id, nil, out)
-	}()
+	}
 }
 
 // execute runs one invocation under the concurrency limit, with accounting.
 func (rt *Runtime) execute(ctx context.Context, fn *Function, input []byte) ([]byte, error) {
-	rt.sem <- struct{}{}
+	select {
+	case rt.sem <- struct{}{}:
+	default:
+		Blocking(ctx) // wait for a slot without holding up the connection
+		rt.sem <- struct{}{}
+	}
 	defer func() { <-rt.sem }()
 	rt.running.Add(1)
 	start := time.Now()

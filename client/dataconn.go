@@ -147,7 +147,11 @@ func (c *DataConn) readLoop() {
 		case wire.FrameGoAway:
 			c.mu.Lock()
 			c.goAway = fmt.Errorf("%w: %w: process %s is going away: %w", errs.ErrUnavailable, ErrNotSent, c.PID, wire.DecodeError(f))
+			idle := len(c.pending) == 0
 			c.mu.Unlock()
+			if idle {
+				c.Close() // nothing more will come: let the process exit at once
+			}
 			continue
 		default:
 			err = fmt.Errorf("%w: unexpected frame type %d", wire.ErrMalformed, f.Type)
@@ -161,9 +165,13 @@ func (c *DataConn) deliver(id uint64, r reply) {
 	c.mu.Lock()
 	cl := c.pending[id]
 	delete(c.pending, id)
+	drained := c.goAway != nil && len(c.pending) == 0
 	c.mu.Unlock()
 	if cl != nil {
 		cl.ch <- r // buffered, and each call gets exactly one frame
+	}
+	if drained {
+		c.Close() // the last answer after a go-away: the process waits for this
 	}
 }
 
@@ -199,7 +207,8 @@ func (c *DataConn) Close() error {
 func (c *DataConn) Done() <-chan struct{} { return c.done }
 
 // Usable reports whether new requests may be sent: the connection is up and
-// the process has not announced that it goes away.
+// the process has not announced that it goes away. A connection that went
+// away closes itself once every call in flight on it was answered.
 func (c *DataConn) Usable() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -61,8 +61,8 @@ func (c *Client) cachedConn(app, pid string) *DataConn {
 	defer c.mu.Unlock()
 	dc := c.conns[connKey(app, pid)]
 	if dc != nil && !dc.Usable() {
+		// It closes itself once the calls in flight on it are answered.
 		delete(c.conns, connKey(app, pid))
-		go dc.Close() // let calls in flight finish; Close fails only what is left
 		return nil
 	}
 	return dc

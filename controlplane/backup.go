@@ -28,9 +28,7 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 			if err != nil {
 				return fmt.Errorf("queue message for %s/%s: %w", app.Name, pid, err)
 			}
-			if l == nil {
-				go s.swapIn(app, pid)
-			}
+			go s.swapIn(app, pid) // a message brings the process back
 			return nil
 		}
 		s.backupMu.Unlock()
@@ -46,8 +44,13 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 	return fmt.Errorf("%w: process %s/%s is restarting, try again", errs.ErrUnavailable, app.Name, pid)
 }
 
-// swapIn brings a process back in the background (a message arrived for it).
+// swapIn brings a process back in the background (a message arrived for it),
+// unless the control plane is shutting down: then the message waits in the
+// backup queue for the next start.
 func (s *Server) swapIn(app store.App, pid string) {
+	if s.shuttingDown() {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartTimeout+s.cfg.StopTimeout)
 	defer cancel()
 	if _, err := s.activeProcess(ctx, app, pid); err != nil {

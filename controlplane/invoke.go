@@ -82,7 +82,7 @@ func (s *Server) readPayload(r *http.Request) ([]byte, error) {
 // a new one.
 func (s *Server) pick(ctx context.Context, app store.App, pid string) (*live, error) {
 	if pid != "" {
-		if l := s.lookupLive(app.Name, pid); l != nil && isReady(l) {
+		if l := s.lookupLive(app.Name, pid); l != nil && isReady(l) && !l.isStopping() {
 			return l, nil
 		}
 		if _, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid); err != nil {

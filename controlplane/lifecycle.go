@@ -80,9 +80,7 @@ func (l *live) dataConn(ctx context.Context) (*client.DataConn, error) {
 	if l.conn != nil && l.conn.Usable() {
 		return l.conn, nil
 	}
-	if l.conn != nil {
-		go l.conn.Close()
-	}
+	// An unusable old connection closes itself once its calls are answered.
 	dc, err := client.Dial(ctx, l.addr, l.token, client.DialOptions{})
 	if err != nil {
 		return nil, err
@@ -118,6 +116,10 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 			continue
 		}
 		if l == nil {
+			if s.shuttingDown() {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("%w: the control plane is shutting down", errs.ErrUnavailable)
+			}
 			l = newLive(app, pid)
 			s.live[liveKey(app.Name, pid)] = l
 			s.mu.Unlock()
@@ -217,6 +219,15 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 	s.bumpEpoch(ctx, app.Name)
 	s.log.Info("process active", "app", app.Name, "pid", l.pid, "addr", rec.Address, "handle", handle)
 	return nil
+}
+
+func (s *Server) shuttingDown() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // forget removes l from the live set if it is still the entry for its key.

@@ -134,13 +134,9 @@ func (s *Server) routes() {
 // API stays open so processes can report their final snapshots.
 func (s *Server) gate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-s.stopping:
-			if !strings.HasPrefix(r.URL.Path, "/internal/") {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the control plane is shutting down", "code": "unavailable"})
-				return
-			}
-		default:
+		if s.shuttingDown() && !strings.HasPrefix(r.URL.Path, "/internal/") {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the control plane is shutting down", "code": "unavailable"})
+			return
 		}
 		next.ServeHTTP(w, r)
 	})

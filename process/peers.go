@@ -49,11 +49,10 @@ func (rt *Runtime) peer(ctx context.Context, pid string) (*client.DataConn, erro
 	}
 	rt.peers.mu.Lock()
 	defer rt.peers.mu.Unlock()
+	// An unusable old connection closes itself once its calls are answered.
 	if old := rt.peers.conns[pid]; old != nil && old.Usable() {
 		dc.Close()
 		return old, nil
-	} else if old != nil {
-		go old.Close()
 	}
 	rt.peers.conns[pid] = dc
 	return dc, nil

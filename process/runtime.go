@@ -300,6 +300,19 @@ func (rt *Runtime) drain() {
 	case <-time.After(rt.cfg.DrainTimeout):
 		rt.log.Warn("drain timeout: invocations still running", "running", rt.running.Load())
 	}
+	// Clients close their side once they have every answer. Until then the
+	// connections stay open and refuse new requests unrun; closing with
+	// unread requests would reset the connection and lose their refusals.
+	deadline := time.Now().Add(goAwayGrace)
+	for time.Now().Before(deadline) {
+		rt.connsMu.Lock()
+		open := len(rt.conns)
+		rt.connsMu.Unlock()
+		if open == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	rt.connsMu.Lock()
 	for c := range rt.conns {
 		c.close()
@@ -307,6 +320,10 @@ func (rt *Runtime) drain() {
 	rt.connsMu.Unlock()
 	rt.peers.closeAll()
 }
+
+// goAwayGrace bounds how long a leaving process waits for its clients to
+// close their connections after the go-away.
+const goAwayGrace = 2 * time.Second
 
 func (rt *Runtime) usage() store.Usage {
 	return store.Usage{

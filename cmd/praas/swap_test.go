@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -206,4 +207,57 @@ func TestSharedRedisRegistry(t *testing.T) {
 	if apps := mustPraas(t, "", "app", "list"); !strings.Contains(apps, "shared") {
 		t.Fatalf("second control plane does not see the app:\n%s", apps)
 	}
+}
+
+// Invocations keep arriving while the process is swapped out and in again
+// and again: every one succeeds exactly once and the state adds them all up.
+func TestNoInvocationLostAcrossSwaps(t *testing.T) {
+	startControlPlane(t, t.TempDir())
+	ctx := context.Background()
+	c := client.New(os.Getenv(EnvEndpoint))
+	defer c.Close()
+	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 40
+	errc := make(chan error, workers+1)
+	done := make(chan struct{})
+	go func() {
+		// Swap repeatedly while the workers run.
+		var err error
+		for swaps := 0; ; swaps++ {
+			select {
+			case <-done:
+				errc <- err
+				return
+			default:
+			}
+			if _, serr := c.SwapProcess(ctx, "demo", "p1"); serr != nil && err == nil {
+				err = serr
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := c.Invoke(ctx, "demo", "p1", "counter", nil); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	if err := <-errc; err != nil {
+		t.Fatalf("during swaps: %v", err)
+	}
+	expect(t, strconv.Itoa(workers*each), "invoke", "demo", "state-get", "--pid", "p1", "--data", "counter")
 }

@@ -1,0 +1,85 @@
+package client_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/process"
+	"github.com/praas-dev/praas/wire"
+)
+
+// benchConn runs a standalone process runtime in this test binary and
+// returns a data-plane connection to it.
+func benchConn(b *testing.B) *client.DataConn {
+	b.Helper()
+	im := process.NewImage()
+	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
+	rt, err := process.New(process.Config{App: "bench", PID: "p1", Secret: "s", DrainTimeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, im)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	select {
+	case <-rt.Ready():
+	case err := <-done:
+		b.Fatal(err)
+	}
+	dc, err := client.Dial(context.Background(), rt.Addr(), wire.Token("s", "bench", "p1"), client.DialOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		dc.Close()
+		cancel()
+		<-done
+	})
+	return dc
+}
+
+// BenchmarkDataPlaneInvoke is one no-op invocation round trip over loopback
+// TCP, client and process runtime in one OS process.
+func BenchmarkDataPlaneInvoke(b *testing.B) {
+	for _, sz := range []struct {
+		name string
+		n    int
+	}{{"1B", 1}, {"1KiB", 1 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}} {
+		b.Run(sz.name, func(b *testing.B) {
+			dc := benchConn(b)
+			ctx := context.Background()
+			in := make([]byte, sz.n)
+			b.SetBytes(int64(2 * sz.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				out, err := dc.Invoke(ctx, "echo", in)
+				if err != nil || len(out) != sz.n {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDataPlaneInvokeParallel has GOMAXPROCS×16 invocations in flight
+// on one connection.
+func BenchmarkDataPlaneInvokeParallel(b *testing.B) {
+	dc := benchConn(b)
+	ctx := context.Background()
+	in := []byte("x")
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := dc.Invoke(ctx, "echo", in); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

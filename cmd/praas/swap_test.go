@@ -261,3 +261,51 @@ func TestNoInvocationLostAcrossSwaps(t *testing.T) {
 	}
 	expect(t, strconv.Itoa(workers*each), "invoke", "demo", "state-get", "--pid", "p1", "--data", "counter")
 }
+
+// Messages sent while the destination swaps out and in again and again all
+// arrive, in order, through the backup queue or directly.
+func TestMessageOrderAcrossSwaps(t *testing.T) {
+	startControlPlane(t, t.TempDir())
+	ctx := context.Background()
+	c := client.New(os.Getenv(EnvEndpoint))
+	defer c.Close()
+	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	done := make(chan struct{})
+	swapErr := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			select {
+			case <-done:
+				swapErr <- err
+				return
+			default:
+			}
+			if _, serr := c.SwapProcess(ctx, "demo", "p1"); serr != nil && err == nil {
+				err = serr
+			}
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	for i := range n {
+		if err := c.SendMessage(ctx, "demo", "p1", "seq", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	close(done)
+	if err := <-swapErr; err != nil {
+		t.Fatalf("swap: %v", err)
+	}
+	for i := range n {
+		out, err := c.Invoke(ctx, "demo", "p1", "recv", []byte("ANY seq 2000"))
+		if err != nil || string(out) != strconv.Itoa(i) {
+			t.Fatalf("message %d arrived as %q (%v)", i, out, err)
+		}
+	}
+}

@@ -118,7 +118,13 @@ func (c *DataConn) handshake(ctx context.Context, token, source string) error {
 		c.App, c.PID = w.App, w.PID
 		return nil
 	case wire.FrameError:
-		return wire.DecodeError(f)
+		err := wire.DecodeError(f)
+		if errs.CodeOf(err) == errs.Unavailable {
+			err = fmt.Errorf("%w: %w", ErrNotSent, err) // it is shutting down
+		}
+		return err
+	case wire.FrameGoAway:
+		return fmt.Errorf("%w: %w: process is going away: %w", errs.ErrUnavailable, ErrNotSent, wire.DecodeError(f))
 	default:
 		return fmt.Errorf("%w: unexpected frame type %d in handshake", wire.ErrMalformed, f.Type)
 	}

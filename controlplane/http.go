@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	code := errs.CodeOf(err)
 	status := errs.HTTPStatus(code)
-	if status >= 500 && code != errs.Unavailable {
+	if status >= 500 && code != errs.Unavailable && !errors.Is(err, context.Canceled) {
 		log.Error("request failed", "err", err)
 	}
 	writeJSON(w, status, map[string]string{"error": err.Error(), "code": code.String()})

@@ -201,6 +201,11 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 	case <-ctx.Done():
 		return fmt.Errorf("%w: process %s/%s did not register within %s", errs.ErrUnavailable, app.Name, l.pid, s.cfg.StartTimeout)
 	}
+	// Messages that waited in the backup queue go first, in order, before
+	// the record announces the address to peers that would send directly.
+	if err := s.deliverBackup(ctx, l); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	rec.Status = store.StatusActive
 	rec.Address = l.addr
@@ -210,10 +215,6 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 	rec.UpdatedAt = time.Now()
 	rec.LastActive = rec.UpdatedAt
 	if err := s.cfg.Metadata.PutProcess(ctx, rec); err != nil {
-		return err
-	}
-	// Messages that waited in the backup queue go first, in order.
-	if err := s.deliverBackup(ctx, l); err != nil {
 		return err
 	}
 	s.bumpEpoch(ctx, app.Name)

@@ -64,7 +64,8 @@ func (p *Process) Invoke(ctx context.Context, dest, function string, input []byt
 		if !ok {
 			return nil, fmt.Errorf("%w: function %q is not in the image", errs.ErrNotFound, function)
 		}
-		return p.rt.call(ctx, fn, input)
+		// The callee was not started by the caller's messages.
+		return p.rt.call(context.WithValue(ctx, triggeredKey{}, (*triggeredBy)(nil)), fn, input)
 	}
 	Blocking(ctx)
 	return p.rt.remoteInvoke(ctx, dest, function, input)

@@ -45,7 +45,9 @@ func (rt *Runtime) peer(ctx context.Context, pid string) (*client.DataConn, erro
 	dc, err = client.Dial(ctx, m.Address, wire.Token(rt.cfg.Secret, rt.cfg.App, pid),
 		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload})
 	if err != nil {
-		return nil, err
+		// Nothing was sent: the peer may be leaving; the caller retries
+		// with fresh membership or through the control plane.
+		return nil, fmt.Errorf("%w: %w", client.ErrNotSent, err)
 	}
 	rt.peers.mu.Lock()
 	defer rt.peers.mu.Unlock()

@@ -20,8 +20,8 @@ func newTriggers() *triggers { return &triggers{pending: make(map[string][]Messa
 // key and the messages that started it, in arrival order. ok is false for
 // an invocation that was not started by messages.
 func Triggered(ctx context.Context) (key string, msgs []Message, ok bool) {
-	t, ok := ctx.Value(triggeredKey{}).(*triggeredBy)
-	if !ok {
+	t, _ := ctx.Value(triggeredKey{}).(*triggeredBy)
+	if t == nil {
 		return "", nil, false
 	}
 	return t.key, t.msgs, true

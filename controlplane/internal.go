@@ -132,7 +132,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	l.mu.Lock()
 	l.lastBeat = now
-	l.usage = hb.Usage
+	l.usage = addUsage(l.base, hb.Usage)
+	usage := l.usage
 	save := now.Sub(l.saved) >= usageSaveEvery
 	if save {
 		l.saved = now
@@ -140,7 +141,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	l.mu.Unlock()
 	if save {
 		if rec, err := s.cfg.Metadata.GetProcess(r.Context(), hb.App, hb.PID); err == nil {
-			rec.Usage = hb.Usage
+			rec.Usage = usage
 			rec.LastActive = now.Add(-time.Duration(hb.IdleNanos))
 			_ = s.cfg.Metadata.PutProcess(r.Context(), rec)
 		}
@@ -154,4 +155,13 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	writeJSON(w, http.StatusOK, cpapi.HeartbeatReply{Epoch: app.Epoch})
+}
+
+func addUsage(a, b store.Usage) store.Usage {
+	return store.Usage{
+		Invocations: a.Invocations + b.Invocations,
+		BusyNanos:   a.BusyNanos + b.BusyNanos,
+		BytesIn:     a.BytesIn + b.BytesIn,
+		BytesOut:    a.BytesOut + b.BytesOut,
+	}
 }

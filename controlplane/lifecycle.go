@@ -39,8 +39,9 @@ type live struct {
 	handle   string
 	addr     string
 	lastBeat time.Time
-	usage    store.Usage
-	saved    time.Time // when usage was last written to the store
+	base     store.Usage // usage of earlier instances of the process
+	usage    store.Usage // base plus what this instance reported
+	saved    time.Time   // when usage was last written to the store
 	stopping bool
 	swapped  bool // the process reported its final snapshot
 	conn     *client.DataConn
@@ -156,7 +157,7 @@ func (s *Server) start(app store.App, l *live) {
 			_ = s.cfg.Backend.Kill(l.handle)
 		}
 		if errs.CodeOf(err) != errs.NotFound {
-			s.setStatus(context.Background(), app.Name, l.pid, store.StatusFailed, "")
+			s.setStatus(context.Background(), app.Name, l.pid, store.StatusFailed, "", l)
 		}
 	}
 	l.startErr = err
@@ -171,6 +172,9 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 	rec.Status = store.StatusAllocating
 	rec.Address = ""
 	rec.UpdatedAt = time.Now()
+	l.mu.Lock()
+	l.base, l.usage = rec.Usage, rec.Usage
+	l.mu.Unlock()
 	if err := s.cfg.Metadata.PutProcess(ctx, rec); err != nil {
 		return err
 	}
@@ -248,11 +252,17 @@ func (s *Server) lookupLive(app, pid string) *live {
 	return s.live[liveKey(app, pid)]
 }
 
-// setStatus writes a status to a record that may be gone (deleted meanwhile).
-func (s *Server) setStatus(ctx context.Context, app, pid, status, snapshot string) {
+// setStatus writes a status to a record that may be gone (deleted meanwhile),
+// with the usage l reported if l is given.
+func (s *Server) setStatus(ctx context.Context, app, pid, status, snapshot string, l *live) {
 	rec, err := s.cfg.Metadata.GetProcess(ctx, app, pid)
 	if err != nil {
 		return
+	}
+	if l != nil {
+		l.mu.Lock()
+		rec.Usage = l.usage
+		l.mu.Unlock()
 	}
 	rec.Status = status
 	rec.Address = ""
@@ -287,7 +297,7 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 	l.stopping = true
 	handle := l.handle
 	l.mu.Unlock()
-	s.setStatus(ctx, l.app, l.pid, store.StatusSwapping, "")
+	s.setStatus(ctx, l.app, l.pid, store.StatusSwapping, "", l)
 	start := time.Now()
 	var err error
 	if handle != "" {
@@ -305,7 +315,7 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 			err = fmt.Errorf("%w: process %s/%s exited without a snapshot (see its log)", errs.ErrInternal, l.app, l.pid)
 		}
 	}
-	s.setStatus(ctx, l.app, l.pid, status, "")
+	s.setStatus(ctx, l.app, l.pid, status, "", l)
 	s.forget(l)
 	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "status", status, "took", time.Since(start))
 	return err
@@ -381,7 +391,7 @@ func (s *Server) ProcessExited(handle string) {
 	}
 	s.log.Warn("process exited unexpectedly", "app", found.app, "pid", found.pid, "handle", handle)
 	s.forget(found)
-	s.setStatus(context.Background(), found.app, found.pid, store.StatusFailed, "")
+	s.setStatus(context.Background(), found.app, found.pid, store.StatusFailed, "", found)
 }
 
 // sweep marks processes failed whose heartbeats stopped.
@@ -419,7 +429,7 @@ func (s *Server) sweep(ctx context.Context) {
 				_ = s.cfg.Backend.Kill(handle)
 			}
 			s.forget(l)
-			s.setStatus(ctx, l.app, l.pid, store.StatusFailed, "")
+			s.setStatus(ctx, l.app, l.pid, store.StatusFailed, "", l)
 		}
 	}
 }

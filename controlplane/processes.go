@@ -24,9 +24,7 @@ func (s *Server) viewProcess(app store.App, p store.Process) processView {
 	v := processView{Process: p}
 	if l := s.lookupLive(p.App, p.PID); l != nil {
 		l.mu.Lock()
-		if l.usage.Invocations >= v.Usage.Invocations {
-			v.Usage = l.usage
-		}
+		v.Usage = l.usage // fresher than the record, which is saved every few seconds
 		l.mu.Unlock()
 	}
 	if p.Status == store.StatusActive {

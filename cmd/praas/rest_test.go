@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The REST API answers bad input with a fitting status and a JSON error.
@@ -61,4 +62,23 @@ func TestRESTErrors(t *testing.T) {
 	}
 	// Nothing above hurt the process or the control plane.
 	expect(t, "still fine", "invoke", "demo", "echo", "--pid", "p1", "--data", "still fine")
+}
+
+// Processes report usage; it accumulates across swaps.
+func TestUsageReported(t *testing.T) {
+	startControlPlane(t, t.TempDir())
+	mustPraas(t, "", "app", "create", "demo")
+	mustPraas(t, "", "process", "create", "demo", "--pid", "p1")
+	for range 5 {
+		mustPraas(t, "abc", "invoke", "demo", "echo", "--pid", "p1")
+	}
+	waitFor(t, 5*time.Second, "usage of 5 invocations", func() bool {
+		u := processStatus(t, "demo", "p1").Usage
+		return u.Invocations == 5 && u.BytesIn == 15 && u.BytesOut == 15 && u.BusyNanos > 0
+	})
+	mustPraas(t, "", "process", "swap", "demo", "p1")
+	mustPraas(t, "abc", "invoke", "demo", "echo", "--pid", "p1")
+	waitFor(t, 5*time.Second, "usage across a swap", func() bool {
+		return processStatus(t, "demo", "p1").Usage.Invocations == 6
+	})
 }

@@ -19,7 +19,7 @@ import (
 // brought back, which delivers the queue in order. It returns once the
 // message is in the mailbox or durably queued.
 func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
-	for attempt := 0; attempt < 2; attempt++ {
+	for ctx.Err() == nil {
 		s.backupMu.Lock()
 		l := s.lookupLive(app.Name, pid)
 		if l == nil || !l.direct || l.isStopping() {
@@ -41,7 +41,7 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 		}
 		// It began to leave before the message went out: queue it instead.
 	}
-	return fmt.Errorf("%w: process %s/%s is restarting, try again", errs.ErrUnavailable, app.Name, pid)
+	return fmt.Errorf("%w: message for %s/%s: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
 }
 
 // swapIn brings a process back in the background (a message arrived for it),

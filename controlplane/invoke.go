@@ -32,8 +32,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	var out []byte
 	var l *live
 	// A process that goes away between the pick and the call (swap,
-	// shutdown) refuses the call without running it; pick again once.
-	for attempt := 0; attempt < 2; attempt++ {
+	// shutdown) refuses the call without running it: pick again, as long as
+	// the caller waits.
+	for {
 		l, err = s.pick(r.Context(), app, pid)
 		if err != nil {
 			break
@@ -42,7 +43,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		if dc, err = l.dataConn(r.Context()); err == nil {
 			out, err = dc.Invoke(r.Context(), function, input)
 		}
-		if !errors.Is(err, errs.ErrUnavailable) || !errors.Is(err, client.ErrNotSent) {
+		if !errors.Is(err, client.ErrNotSent) || r.Context().Err() != nil {
 			break
 		}
 		pid = l.pid

@@ -115,12 +115,7 @@ func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
 // snapshotReport records a snapshot a process wrote.
 func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 	var rep cpapi.Snapshot
-	if err := readJSON(r, &rep, false); err != nil {
-		writeError(w, s.log, err)
-		return
-	}
-	if _, err := s.authProcess(r, rep.App); err != nil {
-		writeError(w, s.log, err)
+	if _, ok := s.processReport(w, r, &rep, func() string { return rep.App }); !ok {
 		return
 	}
 	l := s.lookupLive(rep.App, rep.PID)

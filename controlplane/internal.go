@@ -34,22 +34,33 @@ func (s *Server) authProcess(r *http.Request, appName string) (store.App, error)
 	return app, nil
 }
 
+// processReport decodes a runtime's JSON report into v and authenticates it
+// against the app that appName names once decoded. An app that no longer
+// exists answers 410, which retires the runtime.
+func (s *Server) processReport(w http.ResponseWriter, r *http.Request, v any, appName func() string) (store.App, bool) {
+	if err := readJSON(r, v, false); err != nil {
+		writeError(w, s.log, err)
+		return store.App{}, false
+	}
+	app, err := s.authProcess(r, appName())
+	if err != nil {
+		if errs.CodeOf(err) == errs.NotFound {
+			w.WriteHeader(http.StatusGone)
+		} else {
+			writeError(w, s.log, err)
+		}
+		return app, false
+	}
+	return app, true
+}
+
 // register is called by a runtime once it serves its data plane. A runtime
 // the control plane does not know of (it restarted meanwhile) is adopted if
 // its record exists; one superseded by a newer instance is told to go.
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	var reg cpapi.Register
-	if err := readJSON(r, &reg, false); err != nil {
-		writeError(w, s.log, err)
-		return
-	}
-	app, err := s.authProcess(r, reg.App)
-	if err != nil {
-		if errs.CodeOf(err) == errs.NotFound {
-			w.WriteHeader(http.StatusGone)
-			return
-		}
-		writeError(w, s.log, err)
+	app, ok := s.processReport(w, r, &reg, func() string { return reg.App })
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -107,17 +118,8 @@ const usageSaveEvery = 5 * time.Second
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	var hb cpapi.Heartbeat
-	if err := readJSON(r, &hb, false); err != nil {
-		writeError(w, s.log, err)
-		return
-	}
-	app, err := s.authProcess(r, hb.App)
-	if err != nil {
-		if errs.CodeOf(err) == errs.NotFound {
-			w.WriteHeader(http.StatusGone)
-			return
-		}
-		writeError(w, s.log, err)
+	app, ok := s.processReport(w, r, &hb, func() string { return hb.App })
+	if !ok {
 		return
 	}
 	l := s.lookupLive(hb.App, hb.PID)

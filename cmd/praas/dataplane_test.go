@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 
-	"github.com/praas-dev/praas/client"
 )
 
 // Many goroutines invoke a real process concurrently over one data-plane
@@ -17,14 +15,7 @@ import (
 func TestConcurrentDataPlaneInvocations(t *testing.T) {
 	startControlPlane(t, t.TempDir())
 	ctx := context.Background()
-	c := client.New(os.Getenv(EnvEndpoint))
-	defer c.Close()
-	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
-		t.Fatal(err)
-	}
+	c := demoClient(t)
 	dc, err := c.DataConn(ctx, "demo", "p1")
 	if err != nil {
 		t.Fatal(err)

@@ -156,15 +156,8 @@ func TestIdleTimeoutSwapsOut(t *testing.T) {
 // re-route through the control plane, which swaps the process back in.
 func TestClientReroutesAcrossSwap(t *testing.T) {
 	startControlPlane(t, t.TempDir())
-	c := client.New(os.Getenv(EnvEndpoint))
-	defer c.Close()
+	c := demoClient(t)
 	ctx := context.Background()
-	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
-		t.Fatal(err)
-	}
 	for i := 1; i <= 6; i++ {
 		out, err := c.Invoke(ctx, "demo", "p1", "counter", nil)
 		if err != nil || string(out) != strconv.Itoa(i) {
@@ -214,14 +207,7 @@ func TestSharedRedisRegistry(t *testing.T) {
 func TestNoInvocationLostAcrossSwaps(t *testing.T) {
 	startControlPlane(t, t.TempDir())
 	ctx := context.Background()
-	c := client.New(os.Getenv(EnvEndpoint))
-	defer c.Close()
-	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
-		t.Fatal(err)
-	}
+	c := demoClient(t)
 	const workers, each = 8, 40
 	errc := make(chan error, workers+1)
 	done := make(chan struct{})
@@ -267,14 +253,7 @@ func TestNoInvocationLostAcrossSwaps(t *testing.T) {
 func TestMessageOrderAcrossSwaps(t *testing.T) {
 	startControlPlane(t, t.TempDir())
 	ctx := context.Background()
-	c := client.New(os.Getenv(EnvEndpoint))
-	defer c.Close()
-	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
-		t.Fatal(err)
-	}
+	c := demoClient(t)
 	const n = 150
 	done := make(chan struct{})
 	swapErr := make(chan error, 1)
@@ -308,4 +287,20 @@ func TestMessageOrderAcrossSwaps(t *testing.T) {
 			t.Fatalf("message %d arrived as %q (%v)", i, out, err)
 		}
 	}
+}
+
+// demoClient creates app demo with process p1 on the builtin image and
+// returns a client of the control plane.
+func demoClient(t *testing.T) *client.Client {
+	t.Helper()
+	ctx := context.Background()
+	c := client.New(os.Getenv(EnvEndpoint))
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateProcess(ctx, "demo", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-
 )
 
 // Many goroutines invoke a real process concurrently over one data-plane

@@ -319,15 +319,21 @@ func (c *DataConn) Invoke(ctx context.Context, function string, input []byte) ([
 // coming from source (empty for an external client). It returns once the
 // process acknowledged it.
 func (c *DataConn) Send(ctx context.Context, source, key string, data []byte) error {
-	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
-		return fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
-	}
-	cl, err := c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data)
+	cl, err := c.GoSend(source, key, data)
 	if err != nil {
 		return err
 	}
 	_, err = cl.Wait(ctx)
 	return err
+}
+
+// GoSend sends a message like Send without waiting for the acknowledgement;
+// Wait on the call for it.
+func (c *DataConn) GoSend(source, key string, data []byte) (*Call, error) {
+	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
+		return nil, fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
+	}
+	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data)
 }
 
 // Ping measures a round trip.

@@ -62,6 +62,9 @@ func (e *codeError) Error() string { return e.msg }
 
 // CodeOf returns the code of the first sentinel found in err's chain, or Unknown.
 func CodeOf(err error) Code {
+	if err == nil {
+		return Unknown
+	}
 	var ce *codeError
 	if errors.As(err, &ce) {
 		return ce.code

@@ -64,10 +64,12 @@ func (p *Process) Invoke(ctx context.Context, dest, function string, input []byt
 		if !ok {
 			return nil, fmt.Errorf("%w: function %q is not in the image", errs.ErrNotFound, function)
 		}
-		// The callee was not started by the caller's messages.
-		return p.rt.call(context.WithValue(ctx, triggeredKey{}, (*triggeredBy)(nil)), fn, input)
+		if ctx.Value(triggeredKey{}) != nil {
+			// The callee was not started by the caller's messages.
+			ctx = context.WithValue(ctx, triggeredKey{}, (*triggeredBy)(nil))
+		}
+		return p.rt.call(ctx, fn, input)
 	}
-	Blocking(ctx)
 	return p.rt.remoteInvoke(ctx, dest, function, input)
 }
 

@@ -98,8 +98,13 @@ func notActive(err error) bool {
 
 func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
 	var out []byte
-	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) (err error) {
-		out, err = dc.Invoke(ctx, function, input)
+	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
+		call, err := dc.Go(function, input)
+		if err != nil {
+			return err
+		}
+		Blocking(ctx) // only now: the request is already on its way
+		out, err = call.Wait(ctx)
 		return err
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
@@ -123,9 +128,14 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		rt.deliver(context.WithoutCancel(ctx), Message{Src: rt.cfg.PID, Key: key, Data: data})
 		return nil
 	}
-	Blocking(ctx)
 	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
-		return dc.Send(ctx, rt.cfg.PID, key, data)
+		call, err := dc.GoSend(rt.cfg.PID, key, data)
+		if err != nil {
+			return err
+		}
+		Blocking(ctx) // only now: the message is already on its way
+		_, err = call.Wait(ctx)
+		return err
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
 		// The control plane queues it durably in dest's backup queue.

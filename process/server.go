@@ -288,7 +288,10 @@ func (rt *Runtime) call(ctx context.Context, fn *Function, input []byte) (out []
 		}
 	}()
 	out, err = fn.Handler(ctx, rt.proc, input)
-	if code := errs.CodeOf(err); err != nil && (code == errs.Unknown || code == errs.Unavailable) {
+	if err == nil {
+		return out, nil
+	}
+	if code := errs.CodeOf(err); code == errs.Unknown || code == errs.Unavailable {
 		// Unavailable is reserved for "not run": clients retry those elsewhere.
 		err = fmt.Errorf("%w: %w", errs.ErrFunctionFailed, err)
 	}

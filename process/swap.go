@@ -31,11 +31,10 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final bool) error {
 	start := time.Now()
 	d := rt.capture()
 	size := d.size()
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeSnapshot(pw, d)) }()
 	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID)
-	err := rt.cfg.Swap.Put(ctx, key, pr, size)
-	pr.CloseWithError(io.ErrClosedPipe) // unblocks the encoder if Put stopped early
+	stream := &snapshotStream{d: d}
+	err := rt.cfg.Swap.Put(ctx, key, stream, size)
+	stream.close()
 	if err != nil {
 		return fmt.Errorf("write snapshot %s: %w", key, err)
 	}
@@ -98,4 +97,45 @@ func (rt *Runtime) checkpointLoop(ctx context.Context) {
 		}
 		saved = now
 	}
+}
+
+// snapshotStream is a snapshot as a byte stream for Swap.Put. A store that
+// copies with io.WriterTo (the file store) gets the encoder writing straight
+// into its file; one that reads (S3) gets the bytes through a pipe.
+type snapshotStream struct {
+	d  *snapshotData
+	pr *io.PipeReader
+}
+
+func (s *snapshotStream) WriteTo(w io.Writer) (int64, error) {
+	cw := &countingWriter{w: w}
+	err := writeSnapshot(cw, s.d)
+	return cw.n, err
+}
+
+func (s *snapshotStream) Read(p []byte) (int, error) {
+	if s.pr == nil {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(writeSnapshot(pw, s.d)) }()
+		s.pr = pr
+	}
+	return s.pr.Read(p)
+}
+
+// close stops the encoder if the store gave up reading early.
+func (s *snapshotStream) close() {
+	if s.pr != nil {
+		s.pr.CloseWithError(io.ErrClosedPipe)
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -78,7 +78,8 @@ type Writer struct {
 	mu      sync.Mutex
 	buf     []byte
 	bufs    net.Buffers
-	err     error // sticky: after a write error every write fails
+	vec     [2][]byte // backing array of bufs, so a writev allocates nothing
+	err     error     // sticky: after a write error every write fails
 }
 
 // NewWriter writes to w (usually a *net.TCPConn, so writev applies).
@@ -108,9 +109,10 @@ func (w *Writer) WriteFrame(typ uint8, id uint64, meta, payload []byte) error {
 	w.buf = append(w.buf, meta...)
 	if len(payload) >= directPayload {
 		// Header and payload leave in one writev, the payload from the caller's memory.
-		w.bufs = append(w.bufs[:0], w.buf, payload)
+		w.vec = [2][]byte{w.buf, payload}
+		w.bufs = w.vec[:]
 		_, err := w.bufs.WriteTo(w.w)
-		w.bufs = w.bufs[:0]
+		w.vec = [2][]byte{} // do not keep the caller's payload alive
 		w.buf = w.buf[:0]
 		if err != nil {
 			w.err = err

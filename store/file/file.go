@@ -184,6 +184,30 @@ func absent(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
+// WriteTo lets a source that can write itself (a snapshot encoder) write
+// straight into the file, large values without an intermediate copy; ctx is
+// checked between writes.
+func (c ctxReader) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := c.r.(io.WriterTo); ok {
+		return wt.WriteTo(ctxWriter{c.ctx, w})
+	}
+	// Hide both sides' fast paths so the 1 MiB buffer is used.
+	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{c}, make([]byte, 1<<20))
+}
+
+// ctxWriter stops a write-through once ctx is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
 // ctxReader stops a copy once ctx is done.
 type ctxReader struct {
 	ctx context.Context

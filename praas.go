@@ -54,6 +54,9 @@ var (
 	MultiSource = process.MultiSource
 	// Batch(n): F runs once n messages addressed to it arrived, any K.
 	Batch = process.Batch
+	// BorrowInput: the function keeps no reference to its input after it
+	// returns, so praas reuses the memory of large inputs.
+	BorrowInput = process.BorrowInput
 )
 
 // Triggered returns, inside a function started by messages, the invocation

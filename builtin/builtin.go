@@ -22,7 +22,7 @@ const Name = "builtin"
 // Image returns a new image with the demo functions.
 func Image() *process.Image {
 	im := process.NewImage()
-	im.Register("echo", echo)
+	im.Register("echo", echo, process.BorrowInput())
 	im.Register("counter", counter)
 	im.Register("state-set", stateSet)
 	im.Register("state-get", stateGet)

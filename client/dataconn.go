@@ -34,7 +34,8 @@ type DataConn struct {
 }
 
 type call struct {
-	ch chan reply
+	ch  chan reply
+	dst []byte // where a large result may be read, if it fits (InvokeInto)
 }
 
 // reply is what a call gets: a frame, or err if the connection failed.
@@ -134,7 +135,29 @@ func (c *DataConn) readLoop() {
 	var err error
 	for {
 		var f wire.Frame
-		f, err = c.r.Next()
+		var filling *call // a call whose result is read into its own buffer
+		f, err = c.r.NextInto(func(h wire.Header, _ []byte) []byte {
+			if h.Type != wire.FrameResult {
+				return nil
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if cl := c.pending[h.ID]; cl != nil && cap(cl.dst) >= int(h.BodyLen)-int(h.MetaLen) {
+				// Taken out of pending now, so a caller giving up waits
+				// for this read instead of reusing dst under it.
+				delete(c.pending, h.ID)
+				filling = cl
+				return cl.dst
+			}
+			return nil
+		})
+		if filling != nil {
+			if err != nil {
+				filling.ch <- reply{err: fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrConnectionLost, c.PID, err)}
+			} else {
+				filling.ch <- reply{f: f}
+			}
+		}
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {
 				c.deliver(f.ID, reply{err: fmt.Errorf("%w: result refused: %w", errs.ErrResourceExhausted, err)})
@@ -148,7 +171,11 @@ func (c *DataConn) readLoop() {
 				err = wire.DecodeError(f)
 				break
 			}
-			c.deliver(f.ID, reply{f: f})
+			if filling == nil {
+				c.deliver(f.ID, reply{f: f})
+			} else {
+				c.closeIfDrained()
+			}
 			continue
 		case wire.FrameGoAway:
 			c.mu.Lock()
@@ -171,13 +198,21 @@ func (c *DataConn) deliver(id uint64, r reply) {
 	c.mu.Lock()
 	cl := c.pending[id]
 	delete(c.pending, id)
-	drained := c.goAway != nil && len(c.pending) == 0
 	c.mu.Unlock()
 	if cl != nil {
 		cl.ch <- r // buffered, and each call gets exactly one frame
 	}
+	c.closeIfDrained()
+}
+
+// closeIfDrained closes the connection once a process that went away has
+// answered every call: the process waits for that to exit.
+func (c *DataConn) closeIfDrained() {
+	c.mu.Lock()
+	drained := c.goAway != nil && len(c.pending) == 0
+	c.mu.Unlock()
 	if drained {
-		c.Close() // the last answer after a go-away: the process waits for this
+		c.Close()
 	}
 }
 
@@ -234,17 +269,22 @@ type Call struct {
 // after (ids of earlier calls on this connection) finished, so a client can
 // pipeline a chain. input must not be modified until the call completes.
 func (c *DataConn) Go(function string, input []byte, after ...uint64) (*Call, error) {
+	return c.goInvoke(function, input, nil, after)
+}
+
+func (c *DataConn) goInvoke(function string, input, dst []byte, after []uint64) (*Call, error) {
 	var metaBuf [64]byte
 	meta, err := wire.AppendInvoke(metaBuf[:0], function, after)
 	if err != nil {
 		return nil, err
 	}
-	return c.start(wire.FrameInvoke, meta, input)
+	return c.start(wire.FrameInvoke, meta, input, dst)
 }
 
-func (c *DataConn) start(typ uint8, meta, payload []byte) (*Call, error) {
+func (c *DataConn) start(typ uint8, meta, payload, dst []byte) (*Call, error) {
 	id := c.nextID.Add(1)
 	cl := callPool.Get().(*call)
+	cl.dst = dst
 	c.mu.Lock()
 	if c.err != nil || c.goAway != nil {
 		err := c.err
@@ -252,6 +292,7 @@ func (c *DataConn) start(typ uint8, meta, payload []byte) (*Call, error) {
 			err = c.goAway
 		}
 		c.mu.Unlock()
+		cl.dst = nil
 		callPool.Put(cl)
 		return nil, err
 	}
@@ -268,7 +309,7 @@ func (c *DataConn) start(typ uint8, meta, payload []byte) (*Call, error) {
 func (cl *Call) Wait(ctx context.Context) ([]byte, error) {
 	select {
 	case r := <-cl.cl.ch:
-		callPool.Put(cl.cl)
+		cl.release()
 		return r.result()
 	case <-ctx.Done():
 		c := cl.c
@@ -279,11 +320,16 @@ func (cl *Call) Wait(ctx context.Context) ([]byte, error) {
 		if !stillPending {
 			// The reply raced in; take it so the call can be reused.
 			r := <-cl.cl.ch
-			callPool.Put(cl.cl)
+			cl.release()
 			return r.result()
 		}
 		return nil, ctx.Err()
 	}
+}
+
+func (cl *Call) release() {
+	cl.cl.dst = nil
+	callPool.Put(cl.cl)
 }
 
 func (r reply) result() ([]byte, error) {
@@ -315,6 +361,18 @@ func (c *DataConn) Invoke(ctx context.Context, function string, input []byte) ([
 	return cl.Wait(ctx)
 }
 
+// InvokeInto is Invoke, but a result of 64 KiB or more is read into dst
+// when it fits, so a caller reusing dst spares a fresh buffer per call. The
+// result is returned either way (a slice of dst, or new memory). dst must
+// not be used until InvokeInto returns.
+func (c *DataConn) InvokeInto(ctx context.Context, function string, input, dst []byte) ([]byte, error) {
+	cl, err := c.goInvoke(function, input, dst[:cap(dst)], nil)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Wait(ctx)
+}
+
 // Send puts a message with key and data into the process's mailbox, as
 // coming from source (empty for an external client). It returns once the
 // process acknowledged it.
@@ -333,12 +391,12 @@ func (c *DataConn) GoSend(source, key string, data []byte) (*Call, error) {
 	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
 		return nil, fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
 	}
-	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data)
+	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data, nil)
 }
 
 // Ping measures a round trip.
 func (c *DataConn) Ping(ctx context.Context) error {
-	cl, err := c.start(wire.FramePing, nil, nil)
+	cl, err := c.start(wire.FramePing, nil, nil, nil)
 	if err != nil {
 		return err
 	}

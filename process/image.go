@@ -23,7 +23,17 @@ type Function struct {
 	Trigger Trigger
 	// N is the message count of a MultiSource or Batch trigger.
 	N int
+	// BorrowsInput: the function keeps no reference to its input after it
+	// returns, so the input's memory is reused (see BorrowInput).
+	BorrowsInput bool
 }
+
+// BorrowInput declares that the function only borrows its input: it keeps
+// neither the input nor any slice of it once it returns (it may return the
+// input itself as its result). praas then reuses the memory of large inputs
+// for later invocations, which makes large payloads markedly cheaper. A
+// function that stores its input (SetState, Send to Self) must not use it.
+func BorrowInput() Option { return func(f *Function) { f.BorrowsInput = true } }
 
 // Trigger is a rule that turns arriving messages into invocations.
 type Trigger int

@@ -350,3 +350,34 @@ func TestRecvOnSameConnection(t *testing.T) {
 		t.Fatalf("recv: %q %v", out, err)
 	}
 }
+
+// Inputs of a function that borrows them are reused, but never while an
+// invocation or its result still needs them.
+func TestBorrowedInputsAreNotReusedTooEarly(t *testing.T) {
+	im := process.NewImage()
+	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) {
+		time.Sleep(time.Millisecond) // overlap with the others
+		return in, nil
+	}, process.BorrowInput())
+	rt, token := startRuntime(t, im)
+	dc := dial(t, rt, token)
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				in := bytes.Repeat([]byte{byte(w*20 + i)}, 64<<10+(w*7919+i*104729)%(256<<10))
+				out, err := dc.Invoke(context.Background(), "echo", in)
+				if err != nil || !bytes.Equal(out, in) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Fatalf("%d results did not match their input", n)
+	}
+}

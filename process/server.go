@@ -88,8 +88,22 @@ func (c *serverConn) finish() {
 // inline.go). The goroutine that finds the connection closed finishes it.
 func (c *serverConn) readFrames(ctx context.Context) {
 	r := &reader{c: c, ctx: ctx}
+	var pooled []byte // the payload buffer of the current frame, if it came from the pool
+	borrow := func(h wire.Header, meta []byte) []byte {
+		pooled = nil
+		if h.Type != wire.FrameInvoke {
+			return nil
+		}
+		if inv, err := wire.DecodeInvoke(meta); err == nil {
+			if fn, ok := c.rt.image.Lookup(inv.Function); ok && fn.BorrowsInput {
+				pooled = getInput(int(h.BodyLen) - int(h.MetaLen))
+			}
+		}
+		return pooled
+	}
 	for {
-		f, err := c.r.Next()
+		pooled = nil
+		f, err := c.r.NextInto(borrow)
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {
 				c.replyError(f.ID, fmt.Errorf("%w: %w", errs.ErrResourceExhausted, err))
@@ -110,7 +124,10 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				c.finish()
 				return
 			}
-			if run := c.startInvocation(f.ID, inv, f.Payload); run != nil {
+			if pooled != nil && (len(f.Payload) == 0 || &f.Payload[0] != &pooled[:1][0]) {
+				pooled = nil // the payload did not fit the buffer: nothing to give back
+			}
+			if run := c.startInvocation(f.ID, inv, f.Payload, pooled); run != nil {
 				r.since.Store(monotonic())
 				r.state.Store(inlineRunning)
 				c.inline.Store(r)
@@ -208,15 +225,20 @@ func (c *serverConn) replyError(id uint64, err error) {
 
 // startInvocation registers an invocation and returns the function that
 // runs it and replies, or nil if it was answered at once (an error).
-func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input []byte) func(context.Context) {
+//
+// pooled, if not nil, is input's buffer, given back to the pool once the
+// result is written.
+func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte) func(context.Context) {
 	rt := c.rt
 	if rt.draining.Load() {
 		c.replyError(id, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID))
+		putInput(pooled)
 		return nil
 	}
 	fn, ok := rt.image.Lookup(inv.Function)
 	if !ok {
 		c.replyError(id, fmt.Errorf("%w: function %q is not in the image of %s/%s", errs.ErrNotFound, inv.Function, rt.cfg.App, rt.cfg.PID))
+		putInput(pooled)
 		return nil
 	}
 	var waitFor []chan struct{}
@@ -251,9 +273,12 @@ func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input []byte) f
 		c.mu.Unlock()
 		if err != nil {
 			c.replyError(id, err)
-			return
+		} else {
+			_ = c.w.WriteFrame(wire.FrameResult, id, nil, out)
 		}
-		_ = c.w.WriteFrame(wire.FrameResult, id, nil, out)
+		if pooled != nil {
+			putInput(pooled) // the result, possibly the input itself, is written
+		}
 	}
 }
 

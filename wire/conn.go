@@ -34,10 +34,21 @@ func NewReader(r io.Reader, maxPayload int) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, 64<<10), maxPayload: uint32(min(maxPayload, 1<<32-1))}
 }
 
+// splitPayload is the payload size from which NextInto reads metadata and
+// payload separately, so the payload can land in a buffer the caller chose.
+const splitPayload = 64 << 10
+
 // Next reads the next frame. On ErrTooLarge the frame's header is returned
 // (so the caller can answer its ID), its body was discarded, and the reader
 // can go on. Any other error leaves the stream unusable.
-func (r *Reader) Next() (Frame, error) {
+func (r *Reader) Next() (Frame, error) { return r.NextInto(nil) }
+
+// NextInto is Next, but for a payload of 64 KiB or more it first reads the
+// metadata and asks payloadBuf for a buffer: the payload is read into it if
+// its capacity suffices (payloadBuf may return nil). Large payloads can so
+// be read into reused memory, which spares allocating, zeroing and
+// page-faulting a fresh buffer per frame.
+func (r *Reader) NextInto(payloadBuf func(h Header, meta []byte) []byte) (Frame, error) {
 	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
 		return Frame{}, err
 	}
@@ -51,14 +62,37 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		return Frame{Header: h}, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, h.BodyLen-uint32(h.MetaLen), r.maxPayload)
 	}
-	body := make([]byte, h.BodyLen)
-	if _, err := io.ReadFull(r.br, body); err != nil {
+	payloadLen := int(h.BodyLen) - int(h.MetaLen)
+	if payloadBuf == nil || payloadLen < splitPayload {
+		body := make([]byte, h.BodyLen)
+		if err := r.full(body); err != nil {
+			return Frame{Header: h}, err
+		}
+		return Frame{Header: h, Meta: body[:h.MetaLen], Payload: body[h.MetaLen:]}, nil
+	}
+	meta := make([]byte, h.MetaLen)
+	if err := r.full(meta); err != nil {
+		return Frame{Header: h}, err
+	}
+	payload := payloadBuf(h, meta)
+	if cap(payload) < payloadLen {
+		payload = make([]byte, payloadLen)
+	}
+	payload = payload[:payloadLen]
+	if err := r.full(payload); err != nil {
+		return Frame{Header: h, Meta: meta, Payload: payload}, err
+	}
+	return Frame{Header: h, Meta: meta, Payload: payload}, nil
+}
+
+func (r *Reader) full(p []byte) error {
+	if _, err := io.ReadFull(r.br, p); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return Frame{Header: h}, err
+		return err
 	}
-	return Frame{Header: h, Meta: body[:h.MetaLen], Payload: body[h.MetaLen:]}, nil
+	return nil
 }
 
 // writeBufferSize is how much small frames are batched before a flush.

@@ -56,7 +56,7 @@ func expInvoke(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	sec.Text = []string{
 		"A no-op function (`echo` of the builtin image) invoked with payloads of 1 B to 16 MiB, " +
 			"one invocation at a time, from a client on the same host:",
-		"- **data plane**: `client.DataConn.Invoke` over a connection dialed with the address and token the control plane gives (`GET /v1/apps/{app}/processes/{pid}`);\n" +
+		"- **data plane**: `client.DataConn.InvokeInto` (the result read into a reused buffer, as the TCP client does) over a connection dialed with the address and token the control plane gives (`GET /v1/apps/{app}/processes/{pid}`);\n" +
 			"- **control plane**: `POST /v1/apps/{app}/invoke/echo?pid=...` through `praas up` (`client.Client.InvokeControlPlane`), which forwards over its own data-plane connection;\n" +
 			"- **TCP echo** (the floor of the data plane): a Go server in its own process echoing frames of a 4-byte length and the payload, TCP_NODELAY, buffers reused, one connection;\n" +
 			"- **net/http echo** (the floor of any HTTP gateway): a Go `net/http` server in its own process answering a POST with its body, called with the same `http.Client` settings as the praas client.",
@@ -87,9 +87,11 @@ func expInvoke(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	}
 	for _, size := range payloadSizes {
 		payload := randomBytes(size)
+		// Like the TCP echo client, the data-plane client reuses its result buffer.
+		result := make([]byte, size)
 		ops := []op{
 			{"data plane", timed(func(ctx context.Context) error {
-				out, err := dc.Invoke(ctx, "echo", payload)
+				out, err := dc.InvokeInto(ctx, "echo", payload, result)
 				if err == nil && len(out) != size {
 					err = fmt.Errorf("echo returned %d bytes", len(out))
 				}

@@ -59,6 +59,10 @@ var (
 	BorrowInput = process.BorrowInput
 )
 
+// Blocking tells praas that the calling function is about to block or work
+// for long outside praas operations, so its connection keeps serving.
+func Blocking(ctx context.Context) { process.Blocking(ctx) }
+
 // Triggered returns, inside a function started by messages, the invocation
 // key and the messages, in arrival order.
 func Triggered(ctx context.Context) (key string, msgs []Message, ok bool) {

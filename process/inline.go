@@ -12,10 +12,11 @@ import (
 // makes the data plane cost little more than TCP itself.
 //
 // The reading moves to a new goroutine (a hand-off) as soon as the inline
-// invocation would block the connection: when it waits in a praas operation
-// (Recv, a remote Invoke or Send, a concurrency slot, a dependency), when it
-// calls Blocking, or when it has run for longer than inlineBudget (noticed
-// by the watchdog). Exactly one goroutine reads a connection at any time.
+// invocation may wait for long: when it waits in Recv, WaitMembers, for a
+// concurrency slot or for a dependency, when it calls Blocking, or when it
+// has run for longer than inlineBudget (noticed by the watchdog; this covers
+// remote Invoke and Send, which usually take one round trip). Exactly one
+// goroutine reads a connection at any time.
 
 // inlineBudget is how long an invocation may hold its connection's reader.
 const inlineBudget = time.Millisecond

@@ -98,13 +98,11 @@ func notActive(err error) bool {
 
 func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
 	var out []byte
-	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
-		call, err := dc.Go(function, input)
-		if err != nil {
-			return err
-		}
-		Blocking(ctx) // only now: the request is already on its way
-		out, err = call.Wait(ctx)
+	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) (err error) {
+		// No hand-off of the caller's connection here: a peer usually
+		// answers within a network round trip, and one that takes long is
+		// noticed by the watchdog.
+		out, err = dc.Invoke(ctx, function, input)
 		return err
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
@@ -129,13 +127,7 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		return nil
 	}
 	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
-		call, err := dc.GoSend(rt.cfg.PID, key, data)
-		if err != nil {
-			return err
-		}
-		Blocking(ctx) // only now: the message is already on its way
-		_, err = call.Wait(ctx)
-		return err
+		return dc.Send(ctx, rt.cfg.PID, key, data) // acknowledged within a round trip
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
 		// The control plane queues it durably in dest's backup queue.

@@ -48,6 +48,18 @@ func (r *reader) handOff() {
 	}
 }
 
+// runInline runs an invocation on the reading goroutine and reports
+// whether this goroutine still reads the connection afterwards.
+func (r *reader) runInline(ctx context.Context, run func(context.Context)) bool {
+	r.since.Store(monotonic())
+	r.state.Store(inlineRunning)
+	r.c.inline.Store(r)
+	r.c.rt.watchdog.poke()
+	run(context.WithValue(ctx, readerKey{}, r))
+	r.c.inline.CompareAndSwap(r, nil)
+	return r.state.CompareAndSwap(inlineRunning, inlineIdle)
+}
+
 type readerKey struct{}
 
 // Blocking tells praas that the calling function is about to block or work

@@ -123,7 +123,9 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		return err
 	}
 	if dest == Self || dest == rt.cfg.PID {
-		rt.deliver(context.WithoutCancel(ctx), Message{Src: rt.cfg.PID, Key: key, Data: data})
+		if run := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}); run != nil {
+			go run(context.WithoutCancel(ctx))
+		}
 		return nil
 	}
 	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
@@ -144,14 +146,14 @@ func checkKey(key string) error {
 	return nil
 }
 
-// acceptMessage takes a message that arrived over the data plane.
-func (rt *Runtime) acceptMessage(ctx context.Context, m wire.Message, data []byte) error {
+// acceptMessage takes a message that arrived over the data plane; it
+// returns the invocation the message triggers, if any, for the caller to run.
+func (rt *Runtime) acceptMessage(m wire.Message, data []byte) (func(context.Context), error) {
 	if rt.draining.Load() {
-		return fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
+		return nil, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
 	}
 	if err := checkKey(m.Key); err != nil {
-		return err
+		return nil, err
 	}
-	rt.deliver(ctx, Message{Src: m.Source, Key: m.Key, Data: data})
-	return nil
+	return rt.deliver(Message{Src: m.Source, Key: m.Key, Data: data}), nil
 }

@@ -128,13 +128,7 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				pooled = nil // the payload did not fit the buffer: nothing to give back
 			}
 			if run := c.startInvocation(f.ID, inv, f.Payload, pooled); run != nil {
-				r.since.Store(monotonic())
-				r.state.Store(inlineRunning)
-				c.inline.Store(r)
-				c.rt.watchdog.poke()
-				run(context.WithValue(ctx, readerKey{}, r))
-				c.inline.CompareAndSwap(r, nil)
-				if !r.state.CompareAndSwap(inlineRunning, inlineIdle) {
+				if !r.runInline(ctx, run) {
 					return // handed off: another goroutine reads now
 				}
 			}
@@ -145,10 +139,14 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				c.finish()
 				return
 			}
-			if err := c.rt.acceptMessage(ctx, m, f.Payload); err != nil {
+			run, err := c.rt.acceptMessage(m, f.Payload)
+			if err != nil {
 				c.replyError(f.ID, err)
-			} else {
-				_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)
+				continue
+			}
+			_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)
+			if run != nil && !r.runInline(ctx, run) {
+				return // a triggered invocation took its time: another goroutine reads now
 			}
 		case wire.FramePing:
 			_ = c.w.WriteFrame(wire.FramePong, f.ID, nil, f.Payload)

@@ -41,14 +41,16 @@ func splitKey(key string) (function, invocation string) {
 }
 
 // deliver routes an arriving message: to a function trigger if its key
-// names one, else into the mailbox.
-func (rt *Runtime) deliver(ctx context.Context, m Message) {
+// names one, else into the mailbox. When the message completes a trigger it
+// returns the invocation to run (the caller runs it, inline or as a
+// goroutine); otherwise nil.
+func (rt *Runtime) deliver(m Message) func(context.Context) {
 	rt.mutations.Add(1)
 	name, invKey := splitKey(m.Key)
 	fn, ok := rt.image.Lookup(name)
 	if !ok || fn.Trigger == NoTrigger {
 		rt.mailbox.put(m)
-		return
+		return nil
 	}
 	var batch []Message
 	switch fn.Trigger {
@@ -70,7 +72,7 @@ func (rt *Runtime) deliver(ctx context.Context, m Message) {
 		rt.triggers.mu.Unlock()
 	}
 	if batch == nil {
-		return
+		return nil
 	}
 	if fn.Trigger == BatchTrigger {
 		invKey = ""
@@ -80,13 +82,13 @@ func (rt *Runtime) deliver(ctx context.Context, m Message) {
 		input = nil
 	}
 	rt.inflight.Add(1)
-	go func() {
+	return func(ctx context.Context) {
 		defer rt.inflight.Done()
 		tctx := context.WithValue(ctx, triggeredKey{}, &triggeredBy{key: invKey, msgs: batch})
 		if _, err := rt.execute(tctx, fn, input); err != nil {
 			rt.log.Warn("triggered invocation failed", "function", fn.Name, "key", invKey, "err", err)
 		}
-	}()
+	}
 }
 
 // snapshot returns the buffered trigger messages.

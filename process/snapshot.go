@@ -73,10 +73,9 @@ func (d *snapshotData) size() int64 {
 	return n + 1 + 4
 }
 
-// snapWriter encodes while it checksums.
+// snapWriter encodes a snapshot.
 type snapWriter struct {
 	w   *bufio.Writer
-	crc hash.Hash32
 	err error
 	b   [8]byte
 }
@@ -85,8 +84,29 @@ func (s *snapWriter) raw(p []byte) {
 	if s.err != nil {
 		return
 	}
-	s.crc.Write(p)
 	_, s.err = s.w.Write(p)
+}
+
+// hashingWriter checksums what it writes. Large writes are checksummed on
+// another core while they go out, so the checksum costs no time at swap-out.
+type hashingWriter struct {
+	w   io.Writer
+	crc uint32
+}
+
+// parallelHash is the write size from which hashing runs beside the write.
+const parallelHash = 256 << 10
+
+func (h *hashingWriter) Write(p []byte) (int, error) {
+	if len(p) < parallelHash {
+		h.crc = crc32.Update(h.crc, castagnoli, p)
+		return h.w.Write(p)
+	}
+	done := make(chan uint32, 1)
+	go func(crc uint32) { done <- crc32.Update(crc, castagnoli, p) }(h.crc)
+	n, err := h.w.Write(p)
+	h.crc = <-done // p stays untouched until the checksum is done
+	return n, err
 }
 
 func (s *snapWriter) u8(v uint8)   { s.b[0] = v; s.raw(s.b[:1]) }
@@ -113,7 +133,8 @@ func (s *snapWriter) msg(m Message) {
 
 // writeSnapshot encodes d to w.
 func writeSnapshot(w io.Writer, d *snapshotData) error {
-	s := &snapWriter{w: bufio.NewWriterSize(w, 1<<20), crc: crc32.New(castagnoli)}
+	hw := &hashingWriter{w: w}
+	s := &snapWriter{w: bufio.NewWriterSize(hw, 1<<20)}
 	s.raw([]byte(snapshotMagic))
 	s.u16(snapshotVersion)
 	s.str16(d.App)
@@ -150,11 +171,12 @@ func writeSnapshot(w io.Writer, d *snapshotData) error {
 	if s.err != nil {
 		return s.err
 	}
-	binary.BigEndian.PutUint32(s.b[:4], s.crc.Sum32())
-	if _, err := s.w.Write(s.b[:4]); err != nil {
+	if err := s.w.Flush(); err != nil {
 		return err
 	}
-	return s.w.Flush()
+	binary.BigEndian.PutUint32(s.b[:4], hw.crc)
+	_, err := w.Write(s.b[:4])
+	return err
 }
 
 // snapReader decodes while it checksums.

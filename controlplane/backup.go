@@ -128,11 +128,13 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	rec.Snapshot = rep.Key
-	rec.UpdatedAt = time.Now()
-	if err := s.cfg.Metadata.PutProcess(r.Context(), rec); err != nil {
-		writeError(w, s.log, err)
-		return
+	if rec.Snapshot != rep.Key { // the key never changes: one write per process
+		rec.Snapshot = rep.Key
+		rec.UpdatedAt = time.Now()
+		if err := s.cfg.Metadata.PutProcess(r.Context(), rec); err != nil {
+			writeError(w, s.log, err)
+			return
+		}
 	}
 	if rep.Final {
 		l.mu.Lock()

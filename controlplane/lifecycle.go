@@ -274,7 +274,11 @@ func (s *Server) setStatus(ctx context.Context, app, pid, status, snapshot strin
 		s.log.Error("write process status", "app", app, "pid", pid, "status", status, "err", err)
 		return
 	}
-	s.bumpEpoch(ctx, app)
+	if status != store.StatusSwapping {
+		// Peers need to know when a process is gone or back, not that it is
+		// leaving: one that is leaving refuses them and they re-route.
+		s.bumpEpoch(ctx, app)
+	}
 }
 
 func (s *Server) bumpEpoch(ctx context.Context, app string) {

@@ -282,6 +282,11 @@ func (c *DataConn) goInvoke(function string, input, dst []byte, after []uint64) 
 }
 
 func (c *DataConn) start(typ uint8, meta, payload, dst []byte) (*Call, error) {
+	// Refuse what WriteFrame would refuse before anything is registered, so
+	// a write error always means the connection failed.
+	if len(meta) > wire.MaxMeta || uint64(len(meta))+uint64(len(payload)) > 1<<32-1 {
+		return nil, fmt.Errorf("%w: frame of %d bytes", errs.ErrResourceExhausted, len(meta)+len(payload))
+	}
 	id := c.nextID.Add(1)
 	cl := callPool.Get().(*call)
 	cl.dst = dst
@@ -323,6 +328,7 @@ func (cl *Call) Wait(ctx context.Context) ([]byte, error) {
 			cl.release()
 			return r.result()
 		}
+		c.closeIfDrained()
 		return nil, ctx.Err()
 	}
 }

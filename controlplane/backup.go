@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/praas-dev/praas/client"
@@ -19,19 +20,20 @@ import (
 // brought back, which delivers the queue in order. It returns once the
 // message is in the mailbox or durably queued.
 func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
+	lock := s.backupLock(app.Name, pid)
 	for ctx.Err() == nil {
-		s.backupMu.Lock()
+		lock.Lock()
 		l := s.lookupLive(app.Name, pid)
 		if l == nil || !l.direct || l.isStopping() {
 			_, err := s.cfg.Metadata.AppendBackup(ctx, app.Name, pid, store.Message{Src: src, Key: key, Data: data})
-			s.backupMu.Unlock()
+			lock.Unlock()
 			if err != nil {
 				return fmt.Errorf("queue message for %s/%s: %w", app.Name, pid, err)
 			}
 			go s.swapIn(app, pid) // a message brings the process back
 			return nil
 		}
-		s.backupMu.Unlock()
+		lock.Unlock()
 		dc, err := l.dataConn(ctx)
 		if err == nil {
 			err = dc.Send(ctx, src, key, data)
@@ -42,6 +44,18 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 		// It began to leave before the message went out: queue it instead.
 	}
 	return fmt.Errorf("%w: message for %s/%s: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
+}
+
+// backupLock returns the lock that orders the backup queue of app/pid.
+func (s *Server) backupLock(app, pid string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.backupLocks[liveKey(app, pid)]
+	if !ok {
+		l = &sync.Mutex{}
+		s.backupLocks[liveKey(app, pid)] = l
+	}
+	return l
 }
 
 // swapIn brings a process back in the background (a message arrived for it),
@@ -61,8 +75,9 @@ func (s *Server) swapIn(app store.App, pid string) {
 // deliverBackup sends the backup queue of a process that just registered, in
 // order, and switches it to direct delivery.
 func (s *Server) deliverBackup(ctx context.Context, l *live) error {
-	s.backupMu.Lock()
-	defer s.backupMu.Unlock()
+	lock := s.backupLock(l.app, l.pid)
+	lock.Lock()
+	defer lock.Unlock()
 	msgs, err := s.cfg.Metadata.ListBackup(ctx, l.app, l.pid)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -84,10 +85,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusGone) // another instance owns this pid
 		return
 	}
-	// Unknown: adopt it if its record says it should be running.
+	s.mu.Unlock()
+	// Unknown: a process that outlived a control plane that crashed. Adopt
+	// it if its record says it was active (then Handle is its own); one that
+	// was still starting is retired and started afresh when needed.
 	rec, err := s.cfg.Metadata.GetProcess(r.Context(), reg.App, reg.PID)
-	if err != nil || (rec.Status != store.StatusActive && rec.Status != store.StatusAllocating) {
-		s.mu.Unlock()
+	if err != nil || rec.Status != store.StatusActive {
 		w.WriteHeader(http.StatusGone)
 		return
 	}
@@ -96,10 +99,19 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	l.addr = reg.Address
 	l.handle = rec.Handle
 	l.lastBeat = time.Now()
-	l.direct = true
 	close(l.registered)
 	close(l.ready)
+	s.mu.Lock()
+	if s.live[liveKey(reg.App, reg.PID)] != nil {
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusGone) // started anew meanwhile
+		return
+	}
 	s.live[liveKey(reg.App, reg.PID)] = l
+	if ch, ok := s.adopting[liveKey(reg.App, reg.PID)]; ok {
+		close(ch)
+		delete(s.adopting, liveKey(reg.App, reg.PID))
+	}
 	s.mu.Unlock()
 	rec.Status = store.StatusActive
 	rec.Address = reg.Address
@@ -111,6 +123,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	s.bumpEpoch(r.Context(), reg.App)
 	s.log.Info("process re-adopted", "app", reg.App, "pid", reg.PID, "addr", reg.Address)
 	w.WriteHeader(http.StatusOK)
+	// Messages queued meanwhile go first; until then new ones queue too.
+	go func() {
+		if err := s.deliverBackup(context.Background(), l); err != nil {
+			s.log.Warn("deliver backup queue to re-adopted process", "app", l.app, "pid", l.pid, "err", err)
+		}
+	}()
 }
 
 // usageSaveEvery bounds how often heartbeats write usage to the store.
@@ -166,4 +184,52 @@ func addUsage(a, b store.Usage) store.Usage {
 		BytesIn:     a.BytesIn + b.BytesIn,
 		BytesOut:    a.BytesOut + b.BytesOut,
 	}
+}
+
+// awaitSurvivors notes the processes whose records say they run: after a
+// crash of the control plane they still do, and re-register within a
+// heartbeat. Those that do not within HeartbeatTimeout are marked failed
+// (the next invocation restores them from their last snapshot).
+func (s *Server) awaitSurvivors(ctx context.Context) error {
+	apps, err := s.cfg.Metadata.ListApps(ctx)
+	if err != nil {
+		return err
+	}
+	var survivors []store.Process
+	for _, app := range apps {
+		procs, err := s.cfg.Metadata.ListProcesses(ctx, app.Name)
+		if err != nil && !errors.Is(err, errs.ErrNotFound) {
+			return err
+		}
+		for _, p := range procs {
+			switch p.Status {
+			case store.StatusActive, store.StatusAllocating, store.StatusSwapping:
+				survivors = append(survivors, p)
+			}
+		}
+	}
+	if len(survivors) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	for _, p := range survivors {
+		s.adopting[liveKey(p.App, p.PID)] = make(chan struct{})
+	}
+	s.mu.Unlock()
+	s.log.Info("waiting for running processes to re-register", "processes", len(survivors), "timeout", s.cfg.HeartbeatTimeout)
+	time.AfterFunc(s.cfg.HeartbeatTimeout, func() {
+		for _, p := range survivors {
+			key := liveKey(p.App, p.PID)
+			s.mu.Lock()
+			ch, waiting := s.adopting[key]
+			delete(s.adopting, key)
+			s.mu.Unlock()
+			if waiting {
+				s.log.Warn("process did not re-register, marking failed", "app", p.App, "pid", p.PID)
+				s.setStatus(context.Background(), p.App, p.PID, store.StatusFailed, "", nil)
+				close(ch)
+			}
+		}
+	})
+	return nil
 }

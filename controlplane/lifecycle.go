@@ -31,7 +31,7 @@ type live struct {
 	startErr   error         // valid after ready
 	gone       chan struct{} // closed when the control plane forgets it
 	goneOnce   sync.Once
-	// direct is set (under Server.backupMu) once the backup queue was
+	// direct is set (under the process's backup lock) once the backup queue was
 	// delivered: from then on messages go straight to the process.
 	direct bool
 
@@ -77,15 +77,24 @@ func randomHex(n int) string {
 // dialing it when needed.
 func (l *live) dataConn(ctx context.Context) (*client.DataConn, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.conn != nil && l.conn.Usable() {
+		defer l.mu.Unlock()
 		return l.conn, nil
 	}
-	// An unusable old connection closes itself once its calls are answered.
-	dc, err := client.Dial(ctx, l.addr, l.token, client.DialOptions{})
+	addr := l.addr
+	l.mu.Unlock()
+	// Dial without l.mu: callers holding Server.mu take l.mu.
+	dc, err := client.Dial(ctx, addr, l.token, client.DialOptions{})
 	if err != nil {
 		return nil, err
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil && l.conn.Usable() {
+		dc.Close() // another caller won the race
+		return l.conn, nil
+	}
+	// An unusable old connection closes itself once its calls are answered.
 	l.conn = dc
 	return dc, nil
 }
@@ -112,6 +121,17 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 			case <-l.gone:
 			case <-ctx.Done():
 				return nil, fmt.Errorf("%w: waiting for process %s/%s to swap out: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
+			}
+			attempt--
+			continue
+		}
+		if wait, ok := s.adopting[liveKey(app.Name, pid)]; l == nil && ok {
+			// It may still run from before a restart: give it time to re-register.
+			s.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: waiting for process %s/%s to re-register: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
 			}
 			attempt--
 			continue

@@ -145,6 +145,9 @@ func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
 			s.log.Warn("delete snapshot", "app", p.App, "pid", p.PID, "err", err)
 		}
 	}
+	s.mu.Lock()
+	delete(s.backupLocks, liveKey(p.App, p.PID))
+	s.mu.Unlock()
 	s.bumpEpoch(ctx, p.App)
 	s.log.Info("process deleted", "app", p.App, "pid", p.PID)
 	return nil

@@ -92,9 +92,15 @@ type Server struct {
 
 	stopping chan struct{} // closed when shutdown starts: ends long polls
 
-	// backupMu orders backup-queue appends against the delivery of the
-	// queue at swap-in, so no message is stranded in between.
-	backupMu sync.Mutex
+	// backupLocks (under mu) order, per process, backup-queue appends
+	// against the delivery of the queue at swap-in, so no message is
+	// stranded in between.
+	backupLocks map[string]*sync.Mutex
+
+	// adopting (under mu) holds processes an earlier control plane left
+	// running: until they re-register or HeartbeatTimeout passes, nothing
+	// starts them anew. Each channel is closed when its wait is over.
+	adopting map[string]chan struct{}
 }
 
 // New returns a control plane; serve it with Run.
@@ -104,7 +110,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, live: make(map[string]*live),
-		epochWatch: make(map[string]chan struct{}), stopping: make(chan struct{})}
+		epochWatch: make(map[string]chan struct{}), stopping: make(chan struct{}),
+		backupLocks: make(map[string]*sync.Mutex), adopting: make(map[string]chan struct{})}
 	s.routes()
 	return s, nil
 }
@@ -151,6 +158,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.cfg.URL == "" {
 		s.cfg.URL = "http://" + ln.Addr().String()
+	}
+	if err := s.awaitSurvivors(ctx); err != nil {
+		return err
 	}
 	srv := &http.Server{Handler: s.gate(s.mux), ReadHeaderTimeout: 10 * time.Second}
 	sweepCtx, stopSweep := context.WithCancel(ctx)

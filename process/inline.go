@@ -68,7 +68,7 @@ type readerKey struct{}
 // operations do this by themselves; without the call, the process notices
 // within about a millisecond.
 func Blocking(ctx context.Context) {
-	if r, ok := ctx.Value(readerKey{}).(*reader); ok {
+	if r, _ := ctx.Value(readerKey{}).(*reader); r != nil {
 		r.handOff()
 	}
 }

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -95,10 +96,14 @@ func (rt *Runtime) member(ctx context.Context, pid string) (Member, error) {
 		return Member{}, fmt.Errorf("%w: no process %q in app %s", errs.ErrNotFound, pid, rt.cfg.App)
 	}
 	if m.Status != store.StatusActive || m.Address == "" {
-		return Member{}, fmt.Errorf("%w: process %q is %s, not active", errs.ErrFailedPrecondition, pid, m.Status)
+		return Member{}, fmt.Errorf("%w: %w: process %q is %s", errPeerNotActive, errs.ErrFailedPrecondition, pid, m.Status)
 	}
 	return m, nil
 }
+
+// errPeerNotActive marks a peer that is swapped out, failed or starting, as
+// the membership says: nothing was sent to it.
+var errPeerNotActive = errors.New("not active")
 
 // membersPoll is how long the control plane holds a membership long poll.
 const membersPoll = 20 * time.Second

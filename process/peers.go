@@ -90,10 +90,12 @@ func (rt *Runtime) toPeer(ctx context.Context, dest string, op func(*client.Data
 	}
 }
 
-// notActive reports a peer that is swapped out, failed or starting: the
-// control plane takes over, bringing it back (and queueing messages).
+// notActive reports a call that never reached its peer because the peer is
+// swapped out, failed, starting or leaving: the control plane takes over,
+// bringing it back (and queueing messages). An error the peer's function
+// returned never qualifies, so nothing runs twice.
 func notActive(err error) bool {
-	return errors.Is(err, errs.ErrFailedPrecondition) || errors.Is(err, client.ErrNotSent)
+	return errors.Is(err, errPeerNotActive) || errors.Is(err, client.ErrNotSent)
 }
 
 func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
@@ -124,7 +126,8 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 	}
 	if dest == Self || dest == rt.cfg.PID {
 		if run := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}); run != nil {
-			go run(context.WithoutCancel(ctx))
+			// Its own goroutine, not tied to the caller's connection reader.
+			go run(context.WithValue(context.WithoutCancel(ctx), readerKey{}, (*reader)(nil)))
 		}
 		return nil
 	}
@@ -149,11 +152,13 @@ func checkKey(key string) error {
 // acceptMessage takes a message that arrived over the data plane; it
 // returns the invocation the message triggers, if any, for the caller to run.
 func (rt *Runtime) acceptMessage(m wire.Message, data []byte) (func(context.Context), error) {
-	if rt.draining.Load() {
-		return nil, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
-	}
 	if err := checkKey(m.Key); err != nil {
 		return nil, err
+	}
+	rt.admitMu.Lock()
+	defer rt.admitMu.Unlock()
+	if rt.draining.Load() {
+		return nil, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
 	}
 	return rt.deliver(Message{Src: m.Source, Key: m.Key, Data: data}), nil
 }

@@ -156,6 +156,9 @@ type Runtime struct {
 	ln       net.Listener
 	addr     string
 	ready    chan struct{}
+	// admitMu makes "not draining, so count it in inflight" atomic against
+	// drain setting draining and then waiting for inflight.
+	admitMu  sync.Mutex
 	draining atomic.Bool
 	inflight sync.WaitGroup
 
@@ -229,7 +232,10 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	close(rt.ready)
 	rt.log.Info("data plane listening", "addr", rt.addr)
 
-	go rt.watchdog.run(ctx)
+	// The watchdog outlives ctx: draining needs it to hand off readers.
+	watchCtx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatchdog()
+	go rt.watchdog.run(watchCtx)
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
@@ -255,13 +261,20 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	case runErr = <-reporter:
 		// The control plane told us we are gone (deleted or replaced).
 	}
-	rt.drain()
+	drained := rt.drain()
+	stopWatchdog()
 	ln.Close()
 	<-acceptDone
 	<-checkpointDone
 	if errors.Is(runErr, errRetired) {
 		rt.log.Info("retired by the control plane")
 		return nil
+	}
+	if runErr == nil && rt.cfg.Swap != nil && !drained {
+		// Invocations still run and may change state: a snapshot now could
+		// miss their changes. Leave the previous snapshot as the last word;
+		// the control plane marks the process failed.
+		return fmt.Errorf("swap out: invocations still running after %s; no final snapshot", rt.cfg.DrainTimeout)
 	}
 	if runErr == nil && rt.cfg.Swap != nil {
 		// Swap out: everything has drained, so this snapshot is the last word.
@@ -285,20 +298,22 @@ func advertised(a *net.TCPAddr, host string) string {
 }
 
 // drain stops new work, tells clients to go away and waits for running
-// invocations.
-func (rt *Runtime) drain() {
+// invocations. It reports whether they all finished within DrainTimeout.
+func (rt *Runtime) drain() bool {
+	rt.admitMu.Lock()
 	rt.draining.Store(true)
-	rt.connsMu.Lock()
-	for c := range rt.conns {
-		c.goAway("process is shutting down")
+	rt.admitMu.Unlock()
+	for _, c := range rt.connections() {
+		c.goAway("process is shutting down") // a socket write: not under connsMu
 	}
-	rt.connsMu.Unlock()
+	drained := true
 	done := make(chan struct{})
 	go func() { rt.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(rt.cfg.DrainTimeout):
 		rt.log.Warn("drain timeout: invocations still running", "running", rt.running.Load())
+		drained = false
 	}
 	// Clients close their side once they have every answer. Until then the
 	// connections stay open and refuse new requests unrun; closing with
@@ -313,12 +328,22 @@ func (rt *Runtime) drain() {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	rt.connsMu.Lock()
-	for c := range rt.conns {
+	for _, c := range rt.connections() {
 		c.close()
 	}
-	rt.connsMu.Unlock()
 	rt.peers.closeAll()
+	return drained
+}
+
+// connections returns the open data-plane connections.
+func (rt *Runtime) connections() []*serverConn {
+	rt.connsMu.Lock()
+	defer rt.connsMu.Unlock()
+	conns := make([]*serverConn, 0, len(rt.conns))
+	for c := range rt.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // goAwayGrace bounds how long a leaving process waits for its clients to

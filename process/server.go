@@ -228,6 +228,8 @@ func (c *serverConn) replyError(id uint64, err error) {
 // result is written.
 func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte) func(context.Context) {
 	rt := c.rt
+	rt.admitMu.Lock()
+	defer rt.admitMu.Unlock()
 	if rt.draining.Load() {
 		c.replyError(id, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID))
 		putInput(pooled)

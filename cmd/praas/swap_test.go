@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -303,4 +304,33 @@ func demoClient(t *testing.T) *client.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A control plane that crashes loses no process: its processes keep running
+// and the next control plane on the same data and address adopts them,
+// state and all.
+func TestControlPlaneCrashAdoptsProcesses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	data := t.TempDir()
+	cp := startControlPlane(t, data, "--listen", addr)
+	mustPraas(t, "", "app", "create", "demo")
+	mustPraas(t, "", "process", "create", "demo", "--pid", "p1")
+	expect(t, "1", "invoke", "demo", "counter", "--pid", "p1")
+	handle := processStatus(t, "demo", "p1").Handle
+
+	if err := cp.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-cp.exited
+	startControlPlane(t, data, "--listen", addr)
+	// The control plane waits for p1 to re-register rather than start it anew.
+	expect(t, "2", "invoke", "demo", "counter", "--pid", "p1")
+	if h := processStatus(t, "demo", "p1").Handle; h != handle {
+		t.Fatalf("p1 runs as %s now, want the adopted %s", h, handle)
+	}
 }

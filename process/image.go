@@ -8,9 +8,11 @@ import (
 	"sync"
 )
 
-// Handler is a function of a process image. Invocations run concurrently, each
-// in its own goroutine, and share the process p. input belongs to the
-// invocation; the returned slice is not modified by praas.
+// Handler is a function of a process image. Invocations run concurrently and
+// share the process p. input belongs to the invocation (unless the function
+// was registered with BorrowInput); the returned slice is not modified by
+// praas. A handler that blocks outside praas operations should call
+// Blocking first, so its connection goes on serving at once.
 type Handler func(ctx context.Context, p *Process, input []byte) ([]byte, error)
 
 // Function is a registered handler and its options.
@@ -32,7 +34,8 @@ type Function struct {
 // neither the input nor any slice of it once it returns (it may return the
 // input itself as its result). praas then reuses the memory of large inputs
 // for later invocations, which makes large payloads markedly cheaper. A
-// function that stores its input (SetState, Send to Self) must not use it.
+// function that stores its input (SetState, Send to Self, or passes it to
+// Invoke(Self, ...) of a function that does) must not use it.
 func BorrowInput() Option { return func(f *Function) { f.BorrowsInput = true } }
 
 // Trigger is a rule that turns arriving messages into invocations.

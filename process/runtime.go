@@ -1,7 +1,9 @@
 // Package process is the praas process runtime: the controller that runs
-// inside every cloud process. It serves the data plane, runs each invocation
-// in its own goroutine under a concurrency limit, keeps the process state in
-// memory, and registers with and reports to the control plane.
+// inside every cloud process. It serves the data plane, runs invocations
+// concurrently under a concurrency limit (each on the goroutine that read it
+// until it waits or runs long, see inline.go), keeps the process state in
+// memory, swaps it to storage, and registers with and reports to the
+// control plane.
 //
 // Images use it through the root package praas (Register, Serve).
 package process

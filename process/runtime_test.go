@@ -301,28 +301,61 @@ func TestDrainFinishesRunningInvocations(t *testing.T) {
 
 // An invocation that blocks without saying so holds its connection's reader
 // for about inlineBudget at most: others on the same connection still run
-// concurrently.
+// concurrently. Also once the watchdog has gone to sleep in an idle process.
 func TestSlowInvocationDoesNotHoldConnection(t *testing.T) {
+	for _, idleFirst := range []time.Duration{0, 300 * time.Millisecond} {
+		t.Run(fmt.Sprint("idle ", idleFirst), func(t *testing.T) {
+			release := make(chan struct{})
+			im := testImage()
+			im.Register("stuck", func(context.Context, *process.Process, []byte) ([]byte, error) {
+				<-release
+				return []byte("unstuck"), nil
+			})
+			rt, token := startRuntime(t, im)
+			dc := dial(t, rt, token)
+			time.Sleep(idleFirst) // longer than the watchdog's quiet period
+			stuck, err := dc.Go("stuck", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if out, err := dc.Invoke(ctx, "echo", []byte("behind it")); err != nil || string(out) != "behind it" {
+				t.Fatalf("invocation behind a stuck one: %q %v", out, err)
+			}
+			close(release)
+			if out, err := stuck.Wait(ctx); err != nil || string(out) != "unstuck" {
+				t.Fatalf("stuck invocation: %q %v", out, err)
+			}
+		})
+	}
+}
+
+// A function that calls Blocking hands its connection on at once.
+func TestBlockingHandsOff(t *testing.T) {
 	release := make(chan struct{})
 	im := testImage()
-	im.Register("stuck", func(context.Context, *process.Process, []byte) ([]byte, error) {
+	im.Register("polite", func(ctx context.Context, _ *process.Process, _ []byte) ([]byte, error) {
+		process.Blocking(ctx)
 		<-release
-		return []byte("unstuck"), nil
+		return nil, nil
 	})
 	rt, token := startRuntime(t, im)
 	dc := dial(t, rt, token)
-	stuck, err := dc.Go("stuck", nil)
+	polite, err := dc.Go("polite", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if out, err := dc.Invoke(ctx, "echo", []byte("behind it")); err != nil || string(out) != "behind it" {
-		t.Fatalf("invocation behind a stuck one: %q %v", out, err)
+	for i := range 100 {
+		if _, err := dc.Invoke(ctx, "echo", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	close(release)
-	if out, err := stuck.Wait(ctx); err != nil || string(out) != "unstuck" {
-		t.Fatalf("stuck invocation: %q %v", out, err)
+	if _, err := polite.Wait(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 

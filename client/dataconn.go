@@ -119,11 +119,7 @@ func (c *DataConn) handshake(ctx context.Context, token, source string) error {
 		c.App, c.PID = w.App, w.PID
 		return nil
 	case wire.FrameError:
-		err := wire.DecodeError(f)
-		if errs.CodeOf(err) == errs.Unavailable {
-			err = fmt.Errorf("%w: %w", ErrNotSent, err) // it is shutting down
-		}
-		return err
+		return decodeRefusal(f)
 	case wire.FrameGoAway:
 		return fmt.Errorf("%w: %w: process is going away: %w", errs.ErrUnavailable, ErrNotSent, wire.DecodeError(f))
 	default:
@@ -333,6 +329,16 @@ func (cl *Call) Wait(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// decodeRefusal decodes an error frame. Unavailable means the process
+// refused without running anything (it is shutting down): ErrNotSent.
+func decodeRefusal(f wire.Frame) error {
+	err := wire.DecodeError(f)
+	if errs.CodeOf(err) == errs.Unavailable {
+		err = fmt.Errorf("%w: %w", ErrNotSent, err)
+	}
+	return err
+}
+
 func (cl *Call) release() {
 	cl.cl.dst = nil
 	callPool.Put(cl.cl)
@@ -347,12 +353,7 @@ func (r reply) result() ([]byte, error) {
 	case wire.FrameResult, wire.FrameAck, wire.FramePong:
 		return f.Payload, nil
 	case wire.FrameError:
-		err := wire.DecodeError(f)
-		if errs.CodeOf(err) == errs.Unavailable {
-			// The process refused it without running it (it is shutting down).
-			err = fmt.Errorf("%w: %w", ErrNotSent, err)
-		}
-		return nil, err
+		return nil, decodeRefusal(f)
 	default:
 		return nil, fmt.Errorf("%w: unexpected reply type %d", wire.ErrMalformed, f.Type)
 	}

@@ -121,7 +121,6 @@ func (c *serverConn) readFrames(ctx context.Context) {
 			inv, err := wire.DecodeInvoke(f.Meta)
 			if err != nil {
 				c.fatal(errs.InvalidArgument, err)
-				c.finish()
 				return
 			}
 			if pooled != nil && (len(f.Payload) == 0 || &f.Payload[0] != &pooled[:1][0]) {
@@ -136,7 +135,6 @@ func (c *serverConn) readFrames(ctx context.Context) {
 			m, err := wire.DecodeMessage(f.Meta)
 			if err != nil {
 				c.fatal(errs.InvalidArgument, err)
-				c.finish()
 				return
 			}
 			run, err := c.rt.acceptMessage(m, f.Payload)
@@ -152,7 +150,6 @@ func (c *serverConn) readFrames(ctx context.Context) {
 			_ = c.w.WriteFrame(wire.FramePong, f.ID, nil, f.Payload)
 		default:
 			c.fatal(errs.InvalidArgument, fmt.Errorf("%w: unexpected frame type %d", wire.ErrMalformed, f.Type))
-			c.finish()
 			return
 		}
 	}
@@ -192,11 +189,11 @@ func (c *serverConn) handshake() error {
 	return c.w.WriteFrame(wire.FrameWelcome, 0, w.Encode(), nil)
 }
 
-// fatal answers a connection-level error and closes the connection; other
-// connections are not affected.
+// fatal answers a connection-level error and finishes the connection;
+// other connections are not affected.
 func (c *serverConn) fatal(code errs.Code, err error) {
 	_ = c.w.WriteFrame(wire.FrameError, 0, wire.EncodeCode(code), []byte(err.Error()))
-	c.close()
+	c.finish()
 }
 
 func (c *serverConn) close() {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store"
 )
 
 // DefaultEndpoint is where the control plane listens by default.
@@ -37,12 +38,7 @@ type App struct {
 }
 
 // Usage is what a process reported about the work it did.
-type Usage struct {
-	Invocations uint64 `json:"invocations"`
-	BusyNanos   uint64 `json:"busy_ns"`
-	BytesIn     uint64 `json:"bytes_in"`
-	BytesOut    uint64 `json:"bytes_out"`
-}
+type Usage = store.Usage
 
 // Process is a process as the API shows it.
 type Process struct {

@@ -68,7 +68,7 @@ func Dial(ctx context.Context, addr, token string, opt DialOptions) (*DataConn, 
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial data plane %s: %w: %w", addr, errs.ErrUnavailable, err)
+		return nil, fmt.Errorf("dial data plane %s: %w: %w: %w", addr, errs.ErrUnavailable, ErrNotSent, err)
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
@@ -100,12 +100,13 @@ func (c *DataConn) handshake(ctx context.Context, token, source string) error {
 	}
 	defer c.conn.SetDeadline(time.Time{})
 	hello := wire.Hello{Version: wire.Version, Token: token, Source: source}
+	// Transport failures here sent no request: callers may retry elsewhere.
 	if err := c.w.WriteFrame(wire.FrameHello, 0, hello.Encode(), nil); err != nil {
-		return fmt.Errorf("%w: %w", errs.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w: %w", errs.ErrUnavailable, ErrNotSent, err)
 	}
 	f, err := c.r.Next()
 	if err != nil {
-		return fmt.Errorf("%w: handshake: %w", errs.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w: handshake: %w", errs.ErrUnavailable, ErrNotSent, err)
 	}
 	switch f.Type {
 	case wire.FrameWelcome:

@@ -21,6 +21,7 @@ import (
 // message is in the mailbox or durably queued.
 func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
 	lock := s.backupLock(app.Name, pid)
+	backoff := time.Millisecond
 	for ctx.Err() == nil {
 		lock.Lock()
 		l := s.lookupLive(app.Name, pid)
@@ -41,7 +42,13 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 		if !errors.Is(err, client.ErrNotSent) {
 			return err
 		}
-		// It began to leave before the message went out: queue it instead.
+		// It began to leave (or crashed) before the message went out: queue
+		// it instead once that is known.
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 	return fmt.Errorf("%w: message for %s/%s: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
 }

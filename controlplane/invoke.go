@@ -34,6 +34,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	// A process that goes away between the pick and the call (swap,
 	// shutdown) refuses the call without running it: pick again, as long as
 	// the caller waits.
+	backoff := time.Millisecond
 	for {
 		l, err = s.pick(r.Context(), app, pid)
 		if err != nil {
@@ -47,6 +48,12 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		pid = l.pid
+		// Give a process that crashed time to be noticed rather than spin.
+		select {
+		case <-time.After(backoff):
+		case <-r.Context().Done():
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 	if err != nil {
 		writeError(w, s.log, err)

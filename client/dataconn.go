@@ -130,24 +130,26 @@ func (c *DataConn) handshake(ctx context.Context, token, source string) error {
 
 func (c *DataConn) readLoop() {
 	var err error
+	var filling *call // a call whose result is read into its own buffer
+	resultBuf := func(h wire.Header, _ []byte) []byte {
+		if h.Type != wire.FrameResult {
+			return nil
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if cl := c.pending[h.ID]; cl != nil && cap(cl.dst) >= int(h.BodyLen)-int(h.MetaLen) {
+			// Taken out of pending now, so a caller giving up waits for
+			// this read instead of reusing dst under it.
+			delete(c.pending, h.ID)
+			filling = cl
+			return cl.dst
+		}
+		return nil
+	}
 	for {
 		var f wire.Frame
-		var filling *call // a call whose result is read into its own buffer
-		f, err = c.r.NextInto(func(h wire.Header, _ []byte) []byte {
-			if h.Type != wire.FrameResult {
-				return nil
-			}
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if cl := c.pending[h.ID]; cl != nil && cap(cl.dst) >= int(h.BodyLen)-int(h.MetaLen) {
-				// Taken out of pending now, so a caller giving up waits
-				// for this read instead of reusing dst under it.
-				delete(c.pending, h.ID)
-				filling = cl
-				return cl.dst
-			}
-			return nil
-		})
+		filling = nil
+		f, err = c.r.NextInto(resultBuf)
 		if filling != nil {
 			if err != nil {
 				filling.ch <- reply{err: fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrConnectionLost, c.PID, err)}

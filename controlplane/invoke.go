@@ -62,7 +62,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set(client.HeaderPID, l.pid)
-	h.Set(client.HeaderAddress, l.addr)
+	h.Set(client.HeaderAddress, l.address())
 	h.Set(client.HeaderToken, l.token)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)

@@ -61,6 +61,13 @@ func newLive(app store.App, pid string) *live {
 	}
 }
 
+// address is the process's data-plane address (a re-registration may change it).
+func (l *live) address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addr
+}
+
 func (l *live) isStopping() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

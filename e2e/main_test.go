@@ -44,6 +44,8 @@ var bins struct {
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
 func runTests(m *testing.M) int {
+	// A process whose test control plane is gone exits soon, not after minutes.
+	os.Setenv("PRAAS_ORPHAN_TIMEOUT", "20s")
 	dir, err := os.MkdirTemp("", "praas-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

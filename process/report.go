@@ -27,6 +27,7 @@ var httpClient = &http.Client{Timeout: 10 * time.Second}
 func (rt *Runtime) report(ctx context.Context) error {
 	reg := cpapi.Register{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance, Address: rt.addr}
 	registered := false
+	lastContact := time.Now()
 	tick := time.NewTicker(rt.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
@@ -50,8 +51,13 @@ func (rt *Runtime) report(ctx context.Context) error {
 		if errors.Is(err, errRetired) {
 			return err
 		}
-		if err != nil && ctx.Err() == nil {
+		if err == nil {
+			lastContact = time.Now()
+		} else if ctx.Err() == nil {
 			rt.log.Debug("control plane unreachable", "err", err)
+			if time.Since(lastContact) > rt.cfg.OrphanTimeout {
+				return fmt.Errorf("%w for %s", errOrphaned, rt.cfg.OrphanTimeout)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -62,6 +68,10 @@ func (rt *Runtime) report(ctx context.Context) error {
 }
 
 var errUnknownInstance = errors.New("unknown to the control plane")
+
+// errOrphaned ends a runtime whose control plane stayed away: it swaps
+// itself out, so a control plane that comes back restores it.
+var errOrphaned = errors.New("control plane unreachable")
 
 func (rt *Runtime) post(ctx context.Context, path string, body, reply any) error {
 	b, err := json.Marshal(body)

@@ -52,6 +52,9 @@ type Config struct {
 	Heartbeat time.Duration
 	// DrainTimeout bounds how long a shutdown waits for running invocations (default 30s).
 	DrainTimeout time.Duration
+	// OrphanTimeout is how long the runtime keeps serving while the control
+	// plane is unreachable before it swaps itself out and exits (default 5m).
+	OrphanTimeout time.Duration
 	// Swap is where snapshots go; nil runs without swapping (state is lost at exit).
 	Swap store.Swap
 	// Restore loads the snapshot from Swap before serving.
@@ -77,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
+	}
+	if c.OrphanTimeout <= 0 {
+		c.OrphanTimeout = 5 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -122,6 +128,11 @@ func ConfigFromEnv() (Config, error) {
 	if v := os.Getenv(cpapi.EnvHeartbeat); v != "" {
 		if c.Heartbeat, err = time.ParseDuration(v); err != nil {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvHeartbeat, err)
+		}
+	}
+	if v := os.Getenv(cpapi.EnvOrphanTimeout); v != "" {
+		if c.OrphanTimeout, err = time.ParseDuration(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvOrphanTimeout, err)
 		}
 	}
 	if v := os.Getenv(cpapi.EnvCheckpoint); v != "" {
@@ -238,21 +249,24 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	watchCtx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatchdog()
 	go rt.watchdog.run(watchCtx)
+	// The background loops also end when the control plane retires us.
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
-		rt.acceptLoop(ctx)
+		rt.acceptLoop(loopCtx)
 	}()
 
 	var reporter chan error
 	if rt.cfg.ControlPlane != "" {
 		reporter = make(chan error, 1)
-		go func() { reporter <- rt.report(ctx) }()
-		go rt.watchMembers(ctx)
+		go func() { reporter <- rt.report(loopCtx) }()
+		go rt.watchMembers(loopCtx)
 	}
 	checkpointDone := make(chan struct{})
 	if rt.cfg.Swap != nil && rt.cfg.CheckpointInterval > 0 {
-		go func() { defer close(checkpointDone); rt.checkpointLoop(ctx) }()
+		go func() { defer close(checkpointDone); rt.checkpointLoop(loopCtx) }()
 	} else {
 		close(checkpointDone)
 	}
@@ -261,8 +275,10 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case runErr = <-reporter:
-		// The control plane told us we are gone (deleted or replaced).
+		// The control plane told us we are gone (deleted or replaced), or
+		// stayed away too long.
 	}
+	stopLoops()
 	drained := rt.drain()
 	stopWatchdog()
 	ln.Close()
@@ -271,6 +287,11 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	if errors.Is(runErr, errRetired) {
 		rt.log.Info("retired by the control plane")
 		return nil
+	}
+	orphaned := errors.Is(runErr, errOrphaned)
+	if orphaned {
+		rt.log.Warn("swapping out on our own", "err", runErr)
+		runErr = nil
 	}
 	if runErr == nil && rt.cfg.Swap != nil && !drained {
 		// Invocations still run and may change state: a snapshot now could
@@ -282,7 +303,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		// Swap out: everything has drained, so this snapshot is the last word.
 		swapCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 		defer cancel()
-		if err := rt.saveSnapshot(swapCtx, true); err != nil {
+		// An orphan cannot report its snapshot; a control plane that comes
+		// back finds the process gone and restores it from this snapshot.
+		if err := rt.saveSnapshot(swapCtx, true, !orphaned); err != nil {
 			return fmt.Errorf("swap out: %w", err)
 		}
 	}

@@ -13,7 +13,9 @@ import (
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/process"
+	"github.com/praas-dev/praas/store/file"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -413,4 +415,39 @@ func TestBorrowedInputsAreNotReusedTooEarly(t *testing.T) {
 	if n := bad.Load(); n != 0 {
 		t.Fatalf("%d results did not match their input", n)
 	}
+}
+
+// A runtime whose control plane stays away swaps itself out and exits, so
+// a control plane that comes back restores it instead of losing it.
+func TestOrphanSwapsItselfOut(t *testing.T) {
+	swap, err := file.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := testImage()
+	rt, err := process.New(process.Config{
+		App: "app", PID: "p1", Secret: secret, Swap: swap,
+		ControlPlane:  "http://127.0.0.1:1", // nothing listens there
+		Heartbeat:     20 * time.Millisecond,
+		OrphanTimeout: 200 * time.Millisecond,
+	}, im)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Process().SetState("kept", []byte("yes"))
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("orphan exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("orphan did not exit")
+	}
+	r, err := swap.Get(context.Background(), cpapi.SnapshotKey("app", "p1"))
+	if err != nil {
+		t.Fatalf("no snapshot left behind: %v", err)
+	}
+	r.Close()
 }

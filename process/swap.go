@@ -26,8 +26,9 @@ func (rt *Runtime) capture() *snapshotData {
 }
 
 // saveSnapshot streams a snapshot into the swap store, then tells the
-// control plane (final: this is the swap-out, the process exits next).
-func (rt *Runtime) saveSnapshot(ctx context.Context, final bool) error {
+// control plane if report is set (final: this is the swap-out, the process
+// exits next).
+func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 	start := time.Now()
 	d := rt.capture()
 	size := d.size()
@@ -39,7 +40,7 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final bool) error {
 		return fmt.Errorf("write snapshot %s: %w", key, err)
 	}
 	rt.log.Info("snapshot written", "key", key, "bytes", size, "final", final, "took", time.Since(start))
-	if rt.cfg.ControlPlane != "" {
+	if report && rt.cfg.ControlPlane != "" {
 		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance, Key: key, Bytes: size, Final: final}
 		if err := rt.post(ctx, cpapi.PathSnapshot, rep, nil); err != nil {
 			return fmt.Errorf("report snapshot: %w", err)
@@ -89,7 +90,7 @@ func (rt *Runtime) checkpointLoop(ctx context.Context) {
 		if now == saved {
 			continue
 		}
-		if err := rt.saveSnapshot(ctx, false); err != nil {
+		if err := rt.saveSnapshot(ctx, false, true); err != nil {
 			if ctx.Err() == nil {
 				rt.log.Warn("checkpoint failed", "err", err)
 			}

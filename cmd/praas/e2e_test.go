@@ -21,6 +21,8 @@ import (
 var praasBin string
 
 func TestMain(m *testing.M) {
+	// A process whose test control plane is gone exits soon, not after minutes.
+	os.Setenv("PRAAS_ORPHAN_TIMEOUT", "20s")
 	dir, err := os.MkdirTemp("", "praas-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

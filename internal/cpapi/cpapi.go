@@ -31,6 +31,7 @@ const (
 	EnvSwap           = "PRAAS_SWAP"      // swap store URL
 	EnvRestore        = "PRAAS_RESTORE"   // "1": restore from the snapshot before serving
 	EnvCheckpoint     = "PRAAS_CHECKPOINT_INTERVAL"
+	EnvOrphanTimeout  = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
 )
 
 // Member is one process as the members of an application see it.

@@ -88,21 +88,24 @@ func (c *serverConn) finish() {
 // inline.go). The goroutine that finds the connection closed finishes it.
 func (c *serverConn) readFrames(ctx context.Context) {
 	r := &reader{c: c, ctx: ctx}
-	var pooled []byte // the payload buffer of the current frame, if it came from the pool
+	var pooled []byte        // the payload buffer of the current frame, if it came from the pool
+	var decoded *wire.Invoke // the current frame's metadata, if borrow decoded it
 	borrow := func(h wire.Header, meta []byte) []byte {
-		pooled = nil
 		if h.Type != wire.FrameInvoke {
 			return nil
 		}
-		if inv, err := wire.DecodeInvoke(meta); err == nil {
-			if fn, ok := c.rt.image.Lookup(inv.Function); ok && fn.BorrowsInput {
-				pooled = getInput(int(h.BodyLen) - int(h.MetaLen))
-			}
+		inv, err := wire.DecodeInvoke(meta)
+		if err != nil {
+			return nil // the loop decodes again and reports it
+		}
+		decoded = &inv
+		if fn, ok := c.rt.image.Lookup(inv.Function); ok && fn.BorrowsInput {
+			pooled = getInput(int(h.BodyLen) - int(h.MetaLen))
 		}
 		return pooled
 	}
 	for {
-		pooled = nil
+		pooled, decoded = nil, nil
 		f, err := c.r.NextInto(borrow)
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {
@@ -118,8 +121,10 @@ func (c *serverConn) readFrames(ctx context.Context) {
 		c.rt.lastActive.Store(time.Now().UnixNano())
 		switch f.Type {
 		case wire.FrameInvoke:
-			inv, err := wire.DecodeInvoke(f.Meta)
-			if err != nil {
+			var inv wire.Invoke
+			if decoded != nil {
+				inv = *decoded
+			} else if inv, err = wire.DecodeInvoke(f.Meta); err != nil {
 				c.fatal(errs.InvalidArgument, err)
 				return
 			}

@@ -325,13 +325,18 @@ func testSwapConcurrentOverwrite(t *testing.T, ctx context.Context, sw store.Swa
 			}
 		})
 	}
-	for i := range writes {
-		put(t, ctx, sw, "web/p1", versions[(i+1)%2])
+	// Overwrite until readers really overlapped the writes (bounded).
+	n := 0
+	for ; n < writes || (reads.Load() == 0 && n < 100*writes); n++ {
+		put(t, ctx, sw, "web/p1", versions[(n+1)%2])
 	}
 	done.Store(true)
 	wg.Wait()
-	t.Logf("%d reads during %d overwrites", reads.Load(), writes)
-	wantData(t, ctx, sw, "web/p1", versions[writes%2])
+	if reads.Load() == 0 {
+		t.Fatalf("no read overlapped %d overwrites: atomicity was not exercised", n)
+	}
+	t.Logf("%d reads during %d overwrites", reads.Load(), n)
+	wantData(t, ctx, sw, "web/p1", versions[n%2])
 }
 
 func (s *swapSuite) testPersistence(t *testing.T, ctx context.Context) {

@@ -8,6 +8,8 @@
 package store
 
 import (
+	"github.com/praas-dev/praas/errs"
+
 	"context"
 	"io"
 	"time"
@@ -31,6 +33,9 @@ type App struct {
 	Secret    string    `json:"secret,omitempty"`
 	Epoch     uint64    `json:"epoch"`
 	CreatedAt time.Time `json:"created_at"`
+	// Revision grows by one on every write of the record (BumpEpoch
+	// included); UpdateApp is a compare-and-set on it. CreateApp stores 1.
+	Revision uint64 `json:"revision"`
 }
 
 // Usage is what a process reports about the work it did.
@@ -53,7 +58,32 @@ type Process struct {
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	LastActive time.Time `json:"last_active"`
+
+	// Revision grows by one on every write of the record; UpdateProcess is
+	// a compare-and-set on it. CreateProcess stores 1.
+	Revision uint64 `json:"revision"`
+	// Generation grows by one on every activation of the process. It is the
+	// fencing token: the process presents it in every report and snapshot,
+	// and anything from an older generation is refused.
+	Generation uint64 `json:"generation"`
+	// Owner is the id of the control-plane replica that holds the lease on
+	// the process (empty when nobody does: swapped, failed). The lease lasts
+	// as long as that replica's own record (see Replica) is unexpired.
+	Owner string `json:"owner,omitempty"`
 }
+
+// Replica is a control-plane replica's record: its lease on every process
+// it owns. It renews the record well before Expires; once Expires has
+// passed, any other replica may take its processes over.
+type Replica struct {
+	ID      string    `json:"id"`
+	URL     string    `json:"url"` // where other replicas and processes reach it
+	Started time.Time `json:"started"`
+	Expires time.Time `json:"expires"`
+}
+
+// Live reports whether the replica's lease is unexpired at now.
+func (r Replica) Live(now time.Time) bool { return now.Before(r.Expires) }
 
 // Message is one mailbox message held in a backup queue.
 type Message struct {
@@ -72,6 +102,12 @@ type Message struct {
 //     return an error wrapping errs.ErrAlreadyExists; CreateProcess for an
 //     absent app returns errs.ErrNotFound.
 //   - DeleteApp removes the app's processes and backup queues too.
+//   - Records carry a Revision. CreateApp and CreateProcess store revision 1
+//     (whatever the argument says); every later write of a record stores
+//     the previous revision plus one. UpdateApp and UpdateProcess write only
+//     if the stored revision equals the argument's Revision, and otherwise
+//     fail with an error wrapping errs.ErrFailedPrecondition, leaving the
+//     record untouched. They return the record as stored.
 //   - List results are sorted by name / pid.
 //   - A write acknowledged with a nil error survives a restart of the store.
 type Metadata interface {
@@ -79,12 +115,21 @@ type Metadata interface {
 	GetApp(ctx context.Context, name string) (App, error)
 	ListApps(ctx context.Context) ([]App, error)
 	DeleteApp(ctx context.Context, name string) error
+	// UpdateApp writes app over the stored record if the stored revision is
+	// app.Revision (compare-and-set); errs.ErrNotFound if absent,
+	// errs.ErrFailedPrecondition on a stale revision. The epoch is not
+	// written (BumpEpoch owns it).
+	UpdateApp(ctx context.Context, app App) (App, error)
 	// BumpEpoch atomically increments the app's membership epoch and returns the new value.
 	BumpEpoch(ctx context.Context, app string) (uint64, error)
 
-	CreateProcess(ctx context.Context, p Process) error
-	// PutProcess writes p over an existing record; errs.ErrNotFound if absent.
-	PutProcess(ctx context.Context, p Process) error
+	// CreateProcess stores p with revision 1 and returns it as stored.
+	CreateProcess(ctx context.Context, p Process) (Process, error)
+	// UpdateProcess writes p over the stored record if the stored revision is
+	// p.Revision (compare-and-set) and returns it as stored, with the next
+	// revision; errs.ErrNotFound if absent, errs.ErrFailedPrecondition on a
+	// stale revision.
+	UpdateProcess(ctx context.Context, p Process) (Process, error)
 	GetProcess(ctx context.Context, app, pid string) (Process, error)
 	// ListProcesses returns errs.ErrNotFound if the app is absent.
 	ListProcesses(ctx context.Context, app string) ([]Process, error)
@@ -100,6 +145,15 @@ type Metadata interface {
 	ListBackup(ctx context.Context, app, pid string) ([]Message, error)
 	// TrimBackup removes every message with Seq <= upTo (nil if none).
 	TrimBackup(ctx context.Context, app, pid string, upTo uint64) error
+
+	// PutReplica creates or renews a replica's record (last write wins: only
+	// the replica itself writes it).
+	PutReplica(ctx context.Context, r Replica) error
+	// ListReplicas returns every replica record, expired ones included,
+	// sorted by id.
+	ListReplicas(ctx context.Context) ([]Replica, error)
+	// DeleteReplica removes a replica's record; nil if absent.
+	DeleteReplica(ctx context.Context, id string) error
 
 	Close() error
 }
@@ -121,4 +175,25 @@ type Swap interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	Delete(ctx context.Context, key string) error
 	Close() error
+}
+
+// UpdateProcess reads app/pid, applies change and writes the result back
+// with a compare-and-set, reading again and reapplying change when another
+// writer got in between. change may refuse by returning an error, which
+// UpdateProcess returns as it is. It returns the record as stored.
+func UpdateProcess(ctx context.Context, m Metadata, app, pid string, change func(*Process) error) (Process, error) {
+	for {
+		p, err := m.GetProcess(ctx, app, pid)
+		if err != nil {
+			return p, err
+		}
+		if err := change(&p); err != nil {
+			return p, err
+		}
+		stored, err := m.UpdateProcess(ctx, p)
+		if errs.CodeOf(err) == errs.FailedPrecondition && ctx.Err() == nil {
+			continue // lost a race: reapply on the fresh record
+		}
+		return stored, err
+	}
 }

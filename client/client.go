@@ -240,9 +240,10 @@ type InvokeResult struct {
 	Token   string
 }
 
-// InvokeControlPlane invokes function through the control plane; pid ""
-// lets it pick (or create) a process.
-func (c *Client) InvokeControlPlane(ctx context.Context, app, function, pid string, input []byte) (InvokeResult, error) {
+// InvokeControlPlane invokes function in process pid of app through the
+// control plane; pid "" lets it pick (or create) a process. Its arguments
+// are in the order of Invoke's.
+func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function string, input []byte) (InvokeResult, error) {
 	path := "/v1/apps/" + esc(app) + "/invoke/" + esc(function)
 	if pid != "" {
 		path += "?pid=" + url.QueryEscape(pid)

@@ -22,7 +22,7 @@ func (c *Client) Invoke(ctx context.Context, app, pid, function string, input []
 			c.dropConn(app, pid, dc)
 		}
 	}
-	res, err := c.InvokeControlPlane(ctx, app, function, pid, input)
+	res, err := c.InvokeControlPlane(ctx, app, pid, function, input)
 	if err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 		return err
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
-		res, cerr := rt.controlPlane().InvokeControlPlane(ctx, rt.cfg.App, function, dest, input)
+		res, cerr := rt.controlPlane().InvokeControlPlane(ctx, rt.cfg.App, dest, function, input)
 		return res.Output, cerr
 	}
 	return out, err

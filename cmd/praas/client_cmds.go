@@ -216,7 +216,7 @@ The input is --data, --file, or stdin when it is piped.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.client().InvokeControlPlane(c.ctx, args[0], args[1], pid, input)
+			res, err := c.client().InvokeControlPlane(c.ctx, args[0], pid, args[1], input)
 			if err != nil {
 				return err
 			}

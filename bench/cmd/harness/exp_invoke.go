@@ -98,7 +98,7 @@ func expInvoke(ctx context.Context, e *Env) (*Section, []Measure, error) {
 				return err
 			})},
 			{"control plane", timed(func(ctx context.Context) error {
-				res, err := cc.InvokeControlPlane(ctx, "demo", "echo", "invoke", payload)
+				res, err := cc.InvokeControlPlane(ctx, "demo", "invoke", "echo", payload)
 				if err == nil && len(res.Output) != size {
 					err = fmt.Errorf("echo returned %d bytes", len(res.Output))
 				}

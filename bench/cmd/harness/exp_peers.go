@@ -76,7 +76,7 @@ func expPeers(ctx context.Context, e *Env) (*Section, []Measure, error) {
 			return strconv.ParseInt(string(out), 10, 64)
 		}},
 		&counterSystem{name: "praas control plane", guarantee: praasGuarantee, incr: func(ctx context.Context) (int64, error) {
-			res, err := cc.InvokeControlPlane(ctx, "demo", "counter", "counter-cp", nil)
+			res, err := cc.InvokeControlPlane(ctx, "demo", "counter-cp", "counter", nil)
 			if err != nil {
 				return 0, err
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/testenv"
 )
 
 // storeFlags returns the `praas up` flags of a store setup: the embedded
@@ -24,10 +25,7 @@ func storeFlags(t *testing.T, setup string) []string {
 	if setup == "embedded" {
 		return nil
 	}
-	redisURL, s3URL := os.Getenv("PRAAS_TEST_REDIS"), os.Getenv("PRAAS_TEST_S3")
-	if redisURL == "" || s3URL == "" {
-		t.Skip("SKIPPING: PRAAS_TEST_REDIS / PRAAS_TEST_S3 not set; run eval \"$(scripts/test-servers.sh start)\" first")
-	}
+	redisURL, s3URL := testenv.Redis(t), testenv.S3(t)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	prefix := "t" + hex.EncodeToString(b)

@@ -4,24 +4,20 @@ import (
 	"context"
 	"crypto/rand"
 	"net/url"
-	"os"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/praas-dev/praas/internal/testenv"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/redis"
 	"github.com/praas-dev/praas/store/storetest"
 )
 
-// serverURL returns the test server's URL, or skips the test loudly.
+// serverURL returns the test server's URL, or skips the test loudly (fails it in CI).
 func serverURL(t *testing.T) string {
 	t.Helper()
-	u := os.Getenv("PRAAS_TEST_REDIS")
-	if u == "" {
-		t.Skip("SKIPPING: PRAAS_TEST_REDIS not set; run scripts/test-servers.sh")
-	}
-	return u
+	return testenv.Redis(t)
 }
 
 // withPrefix returns rawURL with a fresh random key prefix, and removes the

@@ -7,25 +7,21 @@ import (
 	"errors"
 	"io"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/testenv"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/storetest"
 )
 
-// serverURL returns the test server's URL, or skips the test loudly.
+// serverURL returns the test server's URL, or skips the test loudly (fails it in CI).
 func serverURL(t *testing.T) string {
 	t.Helper()
-	u := os.Getenv("PRAAS_TEST_S3")
-	if u == "" {
-		t.Skip("SKIPPING: PRAAS_TEST_S3 not set; run scripts/test-servers.sh")
-	}
-	return u
+	return testenv.S3(t)
 }
 
 // withPrefix returns rawURL with a fresh random key prefix.

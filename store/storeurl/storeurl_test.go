@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/testenv"
 	"github.com/praas-dev/praas/store/bolt"
 	"github.com/praas-dev/praas/store/file"
 	"github.com/praas-dev/praas/store/redis"
@@ -77,10 +78,7 @@ func TestInvalid(t *testing.T) {
 // TestServers checks that redis:// and s3:// URLs reach their drivers.
 func TestServers(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
-		u := os.Getenv("PRAAS_TEST_REDIS")
-		if u == "" {
-			t.Skip("SKIPPING: PRAAS_TEST_REDIS not set; run scripts/test-servers.sh")
-		}
+		u := testenv.Redis(t)
 		m, err := storeurl.OpenMetadata(t.Context(), u, "")
 		if err != nil {
 			t.Fatalf("OpenMetadata(%q): %v", u, err)
@@ -91,10 +89,7 @@ func TestServers(t *testing.T) {
 		}
 	})
 	t.Run("s3", func(t *testing.T) {
-		u := os.Getenv("PRAAS_TEST_S3")
-		if u == "" {
-			t.Skip("SKIPPING: PRAAS_TEST_S3 not set; run scripts/test-servers.sh")
-		}
+		u := testenv.S3(t)
 		sw, err := storeurl.OpenSwap(t.Context(), u, "")
 		if err != nil {
 			t.Fatalf("OpenSwap: %v", err)

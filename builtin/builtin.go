@@ -90,17 +90,28 @@ func send(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
 	return nil, p.Send(ctx, fields[0], fields[1], data)
 }
 
-// recv takes "SRC KEY [TIMEOUT_MS]" (SRC may be ANY) and returns the data of
-// the oldest matching message, waiting up to the timeout (default 1000 ms).
+// anyAlias is accepted by recv as the source for "any source", besides the
+// SDK's spelling praas.Any ("@any").
+const anyAlias = "ANY"
+
+// recvSource maps recv's SRC argument to the source Recv takes: the SDK's
+// praas.Any ("@any") and its alias ANY mean any source.
+func recvSource(src string) string {
+	if src == anyAlias {
+		return process.Any
+	}
+	return src
+}
+
+// recv takes "SRC KEY [TIMEOUT_MS]" (SRC may be @any, the SDK's praas.Any,
+// or its alias ANY) and returns the data of the oldest matching message,
+// waiting up to the timeout (default 1000 ms).
 func recv(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
 	fields := strings.Fields(string(in))
 	if len(fields) < 2 || len(fields) > 3 {
-		return nil, fmt.Errorf("%w: recv expects SRC KEY [TIMEOUT_MS]", errs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: recv expects SRC KEY [TIMEOUT_MS] (SRC @any for any source)", errs.ErrInvalidArgument)
 	}
-	src := fields[0]
-	if src == "ANY" {
-		src = process.Any
-	}
+	src := recvSource(fields[0])
 	timeout := time.Second
 	if len(fields) == 3 {
 		ms, err := strconv.Atoi(fields[2])

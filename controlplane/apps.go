@@ -1,13 +1,9 @@
 package controlplane
 
 import (
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -23,27 +19,6 @@ func viewApp(a store.App) appView {
 	return appView{Name: a.Name, Image: a.Image, Epoch: a.Epoch, CreatedAt: a.CreatedAt}
 }
 
-// BuiltinImage names the demo image compiled into the praas binary.
-const BuiltinImage = "builtin"
-
-// checkImage accepts "builtin" or the absolute path of an executable file.
-func checkImage(image string) (string, error) {
-	if image == "" || image == BuiltinImage {
-		return BuiltinImage, nil
-	}
-	if !filepath.IsAbs(image) {
-		return "", fmt.Errorf("%w: image %q: give %q or an absolute path to an image binary", errs.ErrInvalidArgument, image, BuiltinImage)
-	}
-	fi, err := os.Stat(image)
-	if err != nil {
-		return "", fmt.Errorf("%w: image %q: %v", errs.ErrInvalidArgument, image, err)
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%w: image %q is not an executable file", errs.ErrInvalidArgument, image)
-	}
-	return image, nil
-}
-
 func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Name  string `json:"name"`
@@ -57,7 +32,7 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	image, err := checkImage(req.Image)
+	image, err := s.cfg.Backend.CheckImage(r.Context(), req.Image)
 	if err != nil {
 		writeError(w, s.log, err)
 		return
@@ -112,7 +87,9 @@ func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, p := range procs {
 		if err := s.removeProcess(r.Context(), p); err != nil {
-			writeError(w, s.log, err)
+			if !s.forward(w, r, err) {
+				writeError(w, s.log, err)
+			}
 			return
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,33 +14,37 @@ import (
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
+	"github.com/praas-dev/praas/wire"
 )
 
-// deliverMessage puts a message into a process's mailbox. A running process
-// gets it over the data plane; for one that is swapped out (or failed, or
-// starting) it is appended durably to the backup queue and the process is
-// brought back, which delivers the queue in order. It returns once the
-// message is in the mailbox or durably queued.
+// deliverMessage puts a message into a process's mailbox. An active
+// process gets it over the data plane, whichever replica owns it; for one
+// that is swapped out (or failed, or starting) it is appended durably to the
+// backup queue and the process is brought back, which delivers the queue in
+// order. It returns once the message is in the mailbox or durably queued.
 func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, key string, data []byte) error {
 	lock := s.backupLock(app.Name, pid)
 	backoff := time.Millisecond
 	for ctx.Err() == nil {
 		lock.Lock()
-		l := s.lookupLive(app.Name, pid)
-		if l == nil || !l.direct || l.isStopping() {
+		dc, err := s.directConn(ctx, app, pid)
+		if err != nil {
+			lock.Unlock()
+			return err
+		}
+		if dc == nil {
 			_, err := s.cfg.Metadata.AppendBackup(ctx, app.Name, pid, store.Message{Src: src, Key: key, Data: data})
 			lock.Unlock()
 			if err != nil {
 				return fmt.Errorf("queue message for %s/%s: %w", app.Name, pid, err)
 			}
-			go s.swapIn(app, pid) // a message brings the process back
+			// A message brings the process back, and makes sure its owner
+			// delivers the queue if it went active meanwhile.
+			s.goBackground(func(ctx context.Context) { s.swapIn(ctx, app, pid) })
 			return nil
 		}
 		lock.Unlock()
-		dc, err := l.dataConn(ctx)
-		if err == nil {
-			err = dc.Send(ctx, src, key, data)
-		}
+		err = dc.Send(ctx, src, key, data)
 		if !errors.Is(err, client.ErrNotSent) {
 			return err
 		}
@@ -53,6 +59,30 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 	return fmt.Errorf("%w: message for %s/%s: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
 }
 
+// directConn returns a data-plane connection to app/pid if messages may go
+// to it directly: it runs here with its backup queue delivered, or its record
+// says another replica runs it actively. nil means: queue it.
+func (s *Server) directConn(ctx context.Context, app store.App, pid string) (*client.DataConn, error) {
+	if l := s.lookupLive(app.Name, pid); l != nil {
+		if !l.direct || l.isStopping() {
+			return nil, nil
+		}
+		return l.dataConn(ctx)
+	}
+	rec, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Status != store.StatusActive || rec.Address == "" || rec.Owner == s.id {
+		return nil, nil
+	}
+	dc, err := s.peerConn(ctx, rec.Address, wire.Token(app.Secret, app.Name, pid))
+	if err != nil {
+		return nil, nil // gone meanwhile: queue
+	}
+	return dc, nil
+}
+
 // backupLock returns the lock that orders the backup queue of app/pid.
 func (s *Server) backupLock(app, pid string) *sync.Mutex {
 	s.mu.Lock()
@@ -65,22 +95,46 @@ func (s *Server) backupLock(app, pid string) *sync.Mutex {
 	return l
 }
 
-// swapIn brings a process back in the background (a message arrived for it),
-// unless the control plane is shutting down: then the message waits in the
-// backup queue for the next start.
-func (s *Server) swapIn(app store.App, pid string) {
+// swapIn brings a process back in the background (a message arrived for
+// it), unless the control plane is shutting down: then the message waits in
+// the backup queue for the next start. If another replica owns the process
+// and it is active by now, that replica is asked to deliver its queue: it
+// may have delivered it just before this message was appended.
+func (s *Server) swapIn(ctx context.Context, app store.App, pid string) {
 	if s.shuttingDown() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartTimeout+s.cfg.StopTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout+s.cfg.StopTimeout)
 	defer cancel()
-	if _, err := s.activeProcess(ctx, app, pid); err != nil {
-		s.log.Warn("swap in for queued message", "app", app.Name, "pid", pid, "err", err)
+	backoff := 10 * time.Millisecond
+	for {
+		_, err := s.activeProcess(ctx, app, pid)
+		var peer *errOwnedByPeer
+		if !errors.As(err, &peer) {
+			if err != nil {
+				s.log.Warn("swap in for queued message", "app", app.Name, "pid", pid, "err", err)
+			}
+			return
+		}
+		if peer.rec.Status == store.StatusActive {
+			if err := s.askFlush(ctx, app, peer.owner, pid); err != nil {
+				s.log.Warn("ask owner to deliver backup queue", "app", app.Name, "pid", pid, "owner", peer.owner.ID, "err", err)
+			}
+			return
+		}
+		// Starting or leaving at its owner: look again shortly.
+		select {
+		case <-ctx.Done():
+			s.log.Warn("swap in for queued message", "app", app.Name, "pid", pid, "err", ctx.Err())
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
 	}
 }
 
-// deliverBackup sends the backup queue of a process that just registered, in
-// order, and switches it to direct delivery.
+// deliverBackup sends the backup queue of a process this replica runs, in
+// order and pipelined on one connection, and switches it to direct delivery.
 func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 	lock := s.backupLock(l.app, l.pid)
 	lock.Lock()
@@ -94,10 +148,32 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 		if err != nil {
 			return err
 		}
+		// Frames on one connection are taken in order; the window bounds
+		// what is in flight.
+		const window = 64
+		calls := make([]*client.Call, 0, window)
+		wait := func() error {
+			for _, c := range calls {
+				if _, err := c.Wait(ctx); err != nil {
+					return fmt.Errorf("deliver backup queue of %s/%s: %w", l.app, l.pid, err)
+				}
+			}
+			calls = calls[:0]
+			return nil
+		}
 		for _, m := range msgs {
-			if err := dc.Send(ctx, m.Src, m.Key, m.Data); err != nil {
+			c, err := dc.GoSend(m.Src, m.Key, m.Data)
+			if err != nil {
 				return fmt.Errorf("deliver backup queue of %s/%s: %w", l.app, l.pid, err)
 			}
+			if calls = append(calls, c); len(calls) == window {
+				if err := wait(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := wait(); err != nil {
+			return err
 		}
 		if err := s.cfg.Metadata.TrimBackup(ctx, l.app, l.pid, msgs[len(msgs)-1].Seq); err != nil {
 			return err
@@ -105,6 +181,44 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 		s.log.Info("backup queue delivered", "app", l.app, "pid", l.pid, "messages", len(msgs))
 	}
 	l.direct = true
+	return nil
+}
+
+// flushBackup is called by a replica that queued a message for a process
+// this replica owns and that was already active: deliver the queue again.
+func (s *Server) flushBackup(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if _, ok := s.authApp(w, r, q.Get("app")); !ok {
+		return
+	}
+	l := s.lookupLive(q.Get("app"), q.Get("pid"))
+	if l == nil || !isReady(l) {
+		w.WriteHeader(http.StatusNoContent) // not running here: its next start delivers the queue
+		return
+	}
+	if err := s.deliverBackup(r.Context(), l); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// askFlush asks the owner replica to deliver pid's backup queue.
+func (s *Server) askFlush(ctx context.Context, app store.App, owner store.Replica, pid string) error {
+	q := url.Values{"app": {app.Name}, "pid": {pid}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(owner.URL, "/")+cpapi.PathFlush+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+app.Secret)
+	resp, err := replicaClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("owner %s: flush: %s", owner.ID, resp.Status)
+	}
 	return nil
 }
 
@@ -134,34 +248,73 @@ func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// snapshotReport records a snapshot a process wrote.
+// snapshotReport records a snapshot a process wrote, if the process is the
+// record's current generation; a report of an older generation is refused
+// (410) and its snapshot deleted: it must never be restored. The snapshot
+// the record named before is deleted once the record names the new one.
 func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 	var rep cpapi.Snapshot
-	if _, ok := s.processReport(w, r, &rep, func() string { return rep.App }); !ok {
-		return
-	}
-	l := s.lookupLive(rep.App, rep.PID)
-	if l == nil || l.instance != rep.Instance {
-		w.WriteHeader(http.StatusGone)
-		return
-	}
-	rec, err := s.cfg.Metadata.GetProcess(r.Context(), rep.App, rep.PID)
-	if err != nil {
+	if err := readJSON(r, &rep, false); err != nil {
 		writeError(w, s.log, err)
 		return
 	}
-	if rec.Snapshot != rep.Key { // the key never changes: one write per process
-		rec.Snapshot = rep.Key
-		rec.UpdatedAt = time.Now()
-		if err := s.cfg.Metadata.PutProcess(r.Context(), rec); err != nil {
-			writeError(w, s.log, err)
+	l := s.lookupLive(rep.App, rep.PID)
+	if l != nil && l.gen == rep.Generation {
+		if !s.authLive(w, r, l) {
 			return
 		}
+	} else if _, ok := s.authApp(w, r, rep.App); !ok {
+		return
 	}
-	if rep.Final {
+	gen, seq, ok := cpapi.ParseSnapshotKey(rep.App, rep.PID, rep.Key)
+	if !ok || gen != rep.Generation {
+		writeError(w, s.log, fmt.Errorf("%w: snapshot key %q is not one of %s/%s generation %d", errs.ErrInvalidArgument, rep.Key, rep.App, rep.PID, rep.Generation))
+		return
+	}
+	var previous string
+	_, err := store.UpdateProcess(r.Context(), s.cfg.Metadata, rep.App, rep.PID, func(p *store.Process) error {
+		if p.Generation != rep.Generation {
+			return errTakenMeanwhile
+		}
+		if pg, ps, ok := cpapi.ParseSnapshotKey(rep.App, rep.PID, p.Snapshot); ok && pg == gen && ps >= seq {
+			return errSnapshotOutdated
+		}
+		previous = p.Snapshot
+		p.Snapshot = rep.Key
+		p.UpdatedAt = time.Now()
+		return nil
+	})
+	switch {
+	case errors.Is(err, errSnapshotOutdated):
+		// A newer snapshot of the same generation is recorded already.
+	case errors.Is(err, errTakenMeanwhile), errors.Is(err, errs.ErrNotFound):
+		s.log.Warn("snapshot of an old generation refused", "app", rep.App, "pid", rep.PID, "generation", rep.Generation, "key", rep.Key)
+		s.deleteSnapshot(r.Context(), rep.Key)
+		w.WriteHeader(http.StatusGone)
+		return
+	case err != nil:
+		writeError(w, s.log, err)
+		return
+	default:
+		if previous != "" && previous != rep.Key {
+			s.deleteSnapshot(r.Context(), previous)
+		}
+	}
+	if rep.Final && l != nil && l.gen == rep.Generation {
 		l.mu.Lock()
 		l.swapped = true
 		l.mu.Unlock()
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+var errSnapshotOutdated = errors.New("a newer snapshot is recorded")
+
+func (s *Server) deleteSnapshot(ctx context.Context, key string) {
+	if s.cfg.Swap == nil || key == "" {
+		return
+	}
+	if err := s.cfg.Swap.Delete(context.WithoutCancel(ctx), key); err != nil {
+		s.log.Warn("delete snapshot", "key", key, "err", err)
+	}
 }

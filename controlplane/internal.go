@@ -20,6 +20,7 @@ func (s *Server) internalRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET "+cpapi.PathMembers, s.members)
 	m.HandleFunc("POST "+cpapi.PathMessages, s.internalMessage)
 	m.HandleFunc("POST "+cpapi.PathSnapshot, s.snapshotReport)
+	m.HandleFunc("POST "+cpapi.PathFlush, s.flushBackup)
 }
 
 // authProcess checks that the caller holds the app's secret.
@@ -35,15 +36,109 @@ func (s *Server) authProcess(r *http.Request, appName string) (store.App, error)
 	return app, nil
 }
 
-// processReport decodes a runtime's JSON report into v and authenticates it
-// against the app that appName names once decoded. An app that no longer
-// exists answers 410, which retires the runtime.
-func (s *Server) processReport(w http.ResponseWriter, r *http.Request, v any, appName func() string) (store.App, bool) {
-	if err := readJSON(r, v, false); err != nil {
+// register is called by a runtime once it serves its data plane, and by one
+// whose owner went away, at whichever replica it reaches. Reports of a
+// generation other than the record's are refused (410 retires the runtime).
+func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+	var reg cpapi.Register
+	if err := readJSON(r, &reg, false); err != nil {
 		writeError(w, s.log, err)
-		return store.App{}, false
+		return
 	}
-	app, err := s.authProcess(r, appName())
+	l := s.lookupLive(reg.App, reg.PID)
+	if l != nil && l.gen == reg.Generation {
+		if !s.authLive(w, r, l) {
+			return
+		}
+		l.mu.Lock()
+		l.addr = reg.Address
+		l.lastBeat = time.Now()
+		l.mu.Unlock()
+		select {
+		case <-l.registered:
+		default:
+			close(l.registered)
+		}
+		writeJSON(w, http.StatusOK, s.heartbeatReply(reg.App))
+		return
+	}
+	s.reattach(w, r, reg.App, reg.PID, reg.Generation, reg.Address, l)
+}
+
+// reattach answers a report from a process this replica has no live entry
+// for (or an older one): it is refused if its generation is not the
+// record's, pointed to its owner if a peer owns it, and adopted otherwise
+// (its owner is gone, or was this replica before a restart).
+func (s *Server) reattach(w http.ResponseWriter, r *http.Request, appName, pid string, gen uint64, addr string, l *live) {
+	if l != nil && l.gen > gen {
+		w.WriteHeader(http.StatusGone)
+		return
+	}
+	app, ok := s.authApp(w, r, appName)
+	if !ok {
+		return
+	}
+	rec, err := s.cfg.Metadata.GetProcess(r.Context(), appName, pid)
+	if err != nil || rec.Generation != gen || rec.Status == store.StatusSwapped {
+		w.WriteHeader(http.StatusGone) // deleted, or a newer generation exists
+		return
+	}
+	own, owner := s.ownerOf(r.Context(), rec)
+	if own == ownedByPeer {
+		reply := s.heartbeatReply(appName)
+		reply.Owner = owner.URL
+		writeJSON(w, http.StatusOK, reply)
+		return
+	}
+	if !s.holdsLease() || s.shuttingDown() {
+		writeError(w, s.log, fmt.Errorf("%w: this replica cannot own processes now", errs.ErrUnavailable))
+		return
+	}
+	running, err := s.runningHandles(r.Context())
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	h := running[handleKey(appName, pid, gen)]
+	rec.Owner = s.id
+	rec.Status = store.StatusActive
+	if addr != "" {
+		rec.Address = addr
+	}
+	rec.UpdatedAt = time.Now()
+	stored, err := s.cfg.Metadata.UpdateProcess(r.Context(), rec)
+	if err != nil {
+		// Someone else changed it first: the runtime tries again next beat.
+		writeError(w, s.log, err)
+		return
+	}
+	if s.adopt(app, stored, h) != nil {
+		s.bumpEpoch(r.Context(), appName)
+		s.log.Info("process adopted", "app", appName, "pid", pid, "generation", gen, "addr", stored.Address, "handle", h.ID)
+	}
+	writeJSON(w, http.StatusOK, s.heartbeatReply(appName))
+}
+
+// heartbeatReply is what every accepted report is answered with.
+func (s *Server) heartbeatReply(app string) cpapi.HeartbeatReply {
+	return cpapi.HeartbeatReply{Epoch: s.knownEpoch(app), Replicas: s.liveReplicaURLs()}
+}
+
+// authLive checks a report's credentials against the live process, from
+// memory: no store read per heartbeat.
+func (s *Server) authLive(w http.ResponseWriter, r *http.Request, l *live) bool {
+	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if subtle.ConstantTimeCompare([]byte(got), []byte(l.secret)) != 1 {
+		writeError(w, s.log, fmt.Errorf("%w: bad process credentials for app %s", errs.ErrUnauthenticated, l.app))
+		return false
+	}
+	return true
+}
+
+// authApp checks a report's credentials against the app's record. An app
+// that no longer exists answers 410, which retires the runtime.
+func (s *Server) authApp(w http.ResponseWriter, r *http.Request, appName string) (store.App, bool) {
+	app, err := s.authProcess(r, appName)
 	if err != nil {
 		if errs.CodeOf(err) == errs.NotFound {
 			w.WriteHeader(http.StatusGone)
@@ -55,126 +150,50 @@ func (s *Server) processReport(w http.ResponseWriter, r *http.Request, v any, ap
 	return app, true
 }
 
-// register is called by a runtime once it serves its data plane. A runtime
-// the control plane does not know of (it restarted meanwhile) is adopted if
-// its record exists; one superseded by a newer instance is told to go.
-func (s *Server) register(w http.ResponseWriter, r *http.Request) {
-	var reg cpapi.Register
-	app, ok := s.processReport(w, r, &reg, func() string { return reg.App })
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	l := s.live[liveKey(reg.App, reg.PID)]
-	if l != nil && l.instance == reg.Instance {
-		s.mu.Unlock()
-		l.mu.Lock()
-		l.addr = reg.Address
-		l.lastBeat = time.Now()
-		l.mu.Unlock()
-		select {
-		case <-l.registered:
-		default:
-			close(l.registered)
-		}
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	if l != nil {
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusGone) // another instance owns this pid
-		return
-	}
-	s.mu.Unlock()
-	// Unknown: a process that outlived a control plane that crashed. Adopt
-	// it if its record says it was active (then Handle is its own); one that
-	// was still starting is retired and started afresh when needed.
-	rec, err := s.cfg.Metadata.GetProcess(r.Context(), reg.App, reg.PID)
-	if err != nil || rec.Status != store.StatusActive {
-		w.WriteHeader(http.StatusGone)
-		return
-	}
-	l = newLive(app, reg.PID)
-	l.instance = reg.Instance
-	l.addr = reg.Address
-	l.handle = rec.Handle
-	l.lastBeat = time.Now()
-	close(l.registered)
-	close(l.ready)
-	s.mu.Lock()
-	if s.live[liveKey(reg.App, reg.PID)] != nil {
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusGone) // started anew meanwhile
-		return
-	}
-	s.live[liveKey(reg.App, reg.PID)] = l
-	if ch, ok := s.adopting[liveKey(reg.App, reg.PID)]; ok {
-		close(ch)
-		delete(s.adopting, liveKey(reg.App, reg.PID))
-	}
-	s.mu.Unlock()
-	rec.Status = store.StatusActive
-	rec.Address = reg.Address
-	rec.UpdatedAt = time.Now()
-	if err := s.cfg.Metadata.PutProcess(r.Context(), rec); err != nil {
-		writeError(w, s.log, err)
-		return
-	}
-	s.bumpEpoch(r.Context(), reg.App)
-	s.log.Info("process re-adopted", "app", reg.App, "pid", reg.PID, "addr", reg.Address)
-	w.WriteHeader(http.StatusOK)
-	// Messages queued meanwhile go first; until then new ones queue too.
-	go func() {
-		if err := s.deliverBackup(context.Background(), l); err != nil {
-			s.log.Warn("deliver backup queue to re-adopted process", "app", l.app, "pid", l.pid, "err", err)
-		}
-	}()
-}
-
 // usageSaveEvery bounds how often heartbeats write usage to the store.
 const usageSaveEvery = 5 * time.Second
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	var hb cpapi.Heartbeat
-	app, ok := s.processReport(w, r, &hb, func() string { return hb.App })
-	if !ok {
+	if err := readJSON(r, &hb, false); err != nil {
+		writeError(w, s.log, err)
 		return
 	}
 	l := s.lookupLive(hb.App, hb.PID)
-	if l == nil {
-		w.WriteHeader(http.StatusNotFound) // register again
+	if l == nil || l.gen != hb.Generation {
+		s.reattach(w, r, hb.App, hb.PID, hb.Generation, "", l)
 		return
 	}
-	if l.instance != hb.Instance {
-		w.WriteHeader(http.StatusGone)
+	if !s.authLive(w, r, l) {
 		return
 	}
 	now := time.Now()
 	l.mu.Lock()
 	l.lastBeat = now
 	l.usage = addUsage(l.base, hb.Usage)
-	usage := l.usage
 	save := now.Sub(l.saved) >= usageSaveEvery
 	if save {
 		l.saved = now
 	}
 	l.mu.Unlock()
 	if save {
-		if rec, err := s.cfg.Metadata.GetProcess(r.Context(), hb.App, hb.PID); err == nil {
-			rec.Usage = usage
-			rec.LastActive = now.Add(-time.Duration(hb.IdleNanos))
-			_ = s.cfg.Metadata.PutProcess(r.Context(), rec)
-		}
+		idleSince := now.Add(-time.Duration(hb.IdleNanos))
+		s.goBackground(func(ctx context.Context) {
+			_, err := s.updateOwned(ctx, l, func(p *store.Process) { p.LastActive = idleSince })
+			if err != nil && !errors.Is(err, errTakenMeanwhile) && ctx.Err() == nil {
+				s.log.Warn("save usage", "app", l.app, "pid", l.pid, "err", err)
+			}
+		})
 	}
 	if s.cfg.IdleTimeout > 0 && time.Duration(hb.IdleNanos) >= s.cfg.IdleTimeout && !l.isStopping() {
 		s.log.Info("process idle, swapping out", "app", hb.App, "pid", hb.PID, "idle", time.Duration(hb.IdleNanos))
-		go func() {
-			if err := s.swapOut(context.Background(), l); err != nil {
+		s.goBackground(func(ctx context.Context) {
+			if err := s.swapOut(ctx, l); err != nil {
 				s.log.Warn("idle swap-out", "app", hb.App, "pid", hb.PID, "err", err)
 			}
-		}()
+		})
 	}
-	writeJSON(w, http.StatusOK, cpapi.HeartbeatReply{Epoch: app.Epoch})
+	writeJSON(w, http.StatusOK, s.heartbeatReply(hb.App))
 }
 
 func addUsage(a, b store.Usage) store.Usage {
@@ -184,52 +203,4 @@ func addUsage(a, b store.Usage) store.Usage {
 		BytesIn:     a.BytesIn + b.BytesIn,
 		BytesOut:    a.BytesOut + b.BytesOut,
 	}
-}
-
-// awaitSurvivors notes the processes whose records say they run: after a
-// crash of the control plane they still do, and re-register within a
-// heartbeat. Those that do not within HeartbeatTimeout are marked failed
-// (the next invocation restores them from their last snapshot).
-func (s *Server) awaitSurvivors(ctx context.Context) error {
-	apps, err := s.cfg.Metadata.ListApps(ctx)
-	if err != nil {
-		return err
-	}
-	var survivors []store.Process
-	for _, app := range apps {
-		procs, err := s.cfg.Metadata.ListProcesses(ctx, app.Name)
-		if err != nil && !errors.Is(err, errs.ErrNotFound) {
-			return err
-		}
-		for _, p := range procs {
-			switch p.Status {
-			case store.StatusActive, store.StatusAllocating, store.StatusSwapping:
-				survivors = append(survivors, p)
-			}
-		}
-	}
-	if len(survivors) == 0 {
-		return nil
-	}
-	s.mu.Lock()
-	for _, p := range survivors {
-		s.adopting[liveKey(p.App, p.PID)] = make(chan struct{})
-	}
-	s.mu.Unlock()
-	s.log.Info("waiting for running processes to re-register", "processes", len(survivors), "timeout", s.cfg.HeartbeatTimeout)
-	time.AfterFunc(s.cfg.HeartbeatTimeout, func() {
-		for _, p := range survivors {
-			key := liveKey(p.App, p.PID)
-			s.mu.Lock()
-			ch, waiting := s.adopting[key]
-			delete(s.adopting, key)
-			s.mu.Unlock()
-			if waiting {
-				s.log.Warn("process did not re-register, marking failed", "app", p.App, "pid", p.PID)
-				s.setStatus(context.Background(), p.App, p.PID, store.StatusFailed, "", nil)
-				close(ch)
-			}
-		}
-	})
-	return nil
 }

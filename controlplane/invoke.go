@@ -12,6 +12,7 @@ import (
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/store"
+	"github.com/praas-dev/praas/wire"
 )
 
 // invoke is the FaaS-compatible path: pick (or start) a process, forward the
@@ -30,24 +31,20 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	pid := r.URL.Query().Get("pid")
 	var out []byte
-	var l *live
+	var t target
 	// A process that goes away between the pick and the call (swap,
 	// shutdown) refuses the call without running it: pick again, as long as
 	// the caller waits.
 	backoff := time.Millisecond
 	for {
-		l, err = s.pick(r.Context(), app, pid)
-		if err != nil {
-			break
-		}
-		var dc *client.DataConn
-		if dc, err = l.dataConn(r.Context()); err == nil {
-			out, err = dc.Invoke(r.Context(), function, input)
+		t, err = s.pick(r.Context(), app, pid)
+		if err == nil {
+			out, err = t.conn.Invoke(r.Context(), function, input)
 		}
 		if !errors.Is(err, client.ErrNotSent) || r.Context().Err() != nil {
 			break
 		}
-		pid = l.pid
+		pid = t.pid
 		// Give a process that crashed time to be noticed rather than spin.
 		select {
 		case <-time.After(backoff):
@@ -61,11 +58,17 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set(client.HeaderPID, l.pid)
-	h.Set(client.HeaderAddress, l.address())
-	h.Set(client.HeaderToken, l.token)
+	h.Set(client.HeaderPID, t.pid)
+	h.Set(client.HeaderAddress, t.addr)
+	h.Set(client.HeaderToken, wire.Token(app.Secret, app.Name, t.pid))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+}
+
+// target is an active process to invoke, and the connection to it.
+type target struct {
+	pid, addr string
+	conn      *client.DataConn
 }
 
 func (s *Server) readPayload(r *http.Request) ([]byte, error) {
@@ -86,28 +89,50 @@ func (s *Server) readPayload(r *http.Request) ([]byte, error) {
 }
 
 // pick returns the process to run an invocation: pid if given (started or
-// brought back if needed), else an active process of the app in turn, else
-// a new one.
-func (s *Server) pick(ctx context.Context, app store.App, pid string) (*live, error) {
-	if pid != "" {
-		if l := s.lookupLive(app.Name, pid); l != nil && isReady(l) && !l.isStopping() {
-			return l, nil
+// brought back if needed, here or by the replica that owns it), else an
+// active process of the app this replica runs, in turn, else a new one.
+func (s *Server) pick(ctx context.Context, app store.App, pid string) (target, error) {
+	if pid == "" {
+		if l := s.nextActive(app.Name); l != nil {
+			return s.localTarget(ctx, l)
 		}
-		if _, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid); err != nil {
-			return nil, err
+		pid = "p-" + randomHex(4)
+		now := time.Now().UTC()
+		if _, err := s.cfg.Metadata.CreateProcess(ctx, store.Process{App: app.Name, PID: pid,
+			Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now}); err != nil {
+			return target{pid: pid}, err
 		}
-		return s.activeProcess(ctx, app, pid)
 	}
-	if l := s.nextActive(app.Name); l != nil {
-		return l, nil
+	if l := s.lookupLive(app.Name, pid); l != nil && isReady(l) && !l.isStopping() {
+		return s.localTarget(ctx, l)
 	}
-	pid = "p-" + randomHex(4)
-	now := time.Now().UTC()
-	if err := s.cfg.Metadata.CreateProcess(ctx, store.Process{App: app.Name, PID: pid,
-		Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now}); err != nil {
-		return nil, err
+	backoff := 5 * time.Millisecond
+	for {
+		l, err := s.activeProcess(ctx, app, pid)
+		if err == nil {
+			return s.localTarget(ctx, l)
+		}
+		var peer *errOwnedByPeer
+		if !errors.As(err, &peer) {
+			return target{pid: pid}, err
+		}
+		if rec := peer.rec; rec.Status == store.StatusActive && rec.Address != "" {
+			dc, err := s.peerConn(ctx, rec.Address, wire.Token(app.Secret, app.Name, pid))
+			return target{pid: pid, addr: rec.Address, conn: dc}, err
+		}
+		// Its owner is starting it or swapping it out: look again shortly.
+		select {
+		case <-ctx.Done():
+			return target{pid: pid}, fmt.Errorf("%w: process %s/%s is %s at replica %s: %w", errs.ErrUnavailable, app.Name, pid, peer.rec.Status, peer.owner.ID, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
-	return s.activeProcess(ctx, app, pid)
+}
+
+func (s *Server) localTarget(ctx context.Context, l *live) (target, error) {
+	dc, err := l.dataConn(ctx)
+	return target{pid: l.pid, addr: l.address(), conn: dc}, err
 }
 
 func isReady(l *live) bool {

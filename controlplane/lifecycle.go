@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/praas-dev/praas/backend"
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
@@ -16,12 +18,13 @@ import (
 	"github.com/praas-dev/praas/wire"
 )
 
-// live is a process the control plane started (or re-adopted) and that has
-// not ended. The metadata record is the durable truth; live holds what only
-// matters while the process runs.
+// live is a process this replica owns and that has not ended. The metadata
+// record is the durable truth; live holds what only matters while the
+// process runs.
 type live struct {
 	app, pid string
-	instance string
+	gen      uint64 // the generation this replica started or adopted
+	secret   string // the app's secret, which authenticates the process's reports
 	token    string
 
 	registered chan struct{} // closed by the register call
@@ -36,11 +39,11 @@ type live struct {
 	direct bool
 
 	mu       sync.Mutex
-	handle   string
+	handle   backend.Handle
 	addr     string
 	lastBeat time.Time
-	base     store.Usage // usage of earlier instances of the process
-	usage    store.Usage // base plus what this instance reported
+	base     store.Usage // usage of earlier generations of the process
+	usage    store.Usage // base plus what this generation reported
 	saved    time.Time   // when usage was last written to the store
 	stopping bool
 	swapped  bool // the process reported its final snapshot
@@ -49,10 +52,9 @@ type live struct {
 
 func liveKey(app, pid string) string { return app + "/" + pid }
 
-func newLive(app store.App, pid string) *live {
+func newLive(app store.App, pid string, gen uint64) *live {
 	return &live{
-		app: app.Name, pid: pid,
-		instance:   randomHex(8),
+		app: app.Name, pid: pid, gen: gen, secret: app.Secret,
 		token:      wire.Token(app.Secret, app.Name, pid),
 		registered: make(chan struct{}),
 		exited:     make(chan struct{}),
@@ -72,6 +74,12 @@ func (l *live) isStopping() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.stopping
+}
+
+func (l *live) backendHandle() backend.Handle {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.handle
 }
 
 func randomHex(n int) string {
@@ -115,15 +123,20 @@ func (l *live) closeConn() {
 	}
 }
 
-// activeProcess returns the running process app/pid, starting it first if its
-// record says it is not running. The record must exist.
+// activeProcess returns the running process app/pid, owned by this replica,
+// starting it first if its record says it is not running. The record must
+// exist. If another replica owns the process it returns *errOwnedByPeer.
 func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (*live, error) {
+	backoff := time.Millisecond
 	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%w: bring up process %s/%s: %w", errs.ErrUnavailable, app.Name, pid, err)
+		}
 		s.mu.Lock()
 		l := s.live[liveKey(app.Name, pid)]
+		s.mu.Unlock()
 		if l != nil && l.isStopping() {
 			// It is swapping out or stopping: wait until it is gone, then bring it back.
-			s.mu.Unlock()
 			select {
 			case <-l.gone:
 			case <-ctx.Done():
@@ -132,28 +145,18 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 			attempt--
 			continue
 		}
-		if wait, ok := s.adopting[liveKey(app.Name, pid)]; l == nil && ok {
-			// It may still run from before a restart: give it time to re-register.
-			s.mu.Unlock()
-			select {
-			case <-wait:
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: waiting for process %s/%s to re-register: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
-			}
-			attempt--
-			continue
-		}
 		if l == nil {
-			if s.shuttingDown() {
-				s.mu.Unlock()
-				return nil, fmt.Errorf("%w: the control plane is shutting down", errs.ErrUnavailable)
+			var err error
+			if l, err = s.claim(ctx, app, pid); err != nil {
+				return nil, err
 			}
-			l = newLive(app, pid)
-			s.live[liveKey(app.Name, pid)] = l
-			s.mu.Unlock()
-			go s.start(app, l)
-		} else {
-			s.mu.Unlock()
+			if l == nil {
+				// The record changed under us: look again.
+				time.Sleep(backoff)
+				backoff = min(2*backoff, 50*time.Millisecond)
+				attempt--
+				continue
+			}
 		}
 		select {
 		case <-l.ready:
@@ -163,6 +166,10 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 		if l.startErr == nil {
 			return l, nil
 		}
+		if errors.Is(l.startErr, errTakenMeanwhile) {
+			attempt--
+			continue
+		}
 		if attempt > 0 || errs.CodeOf(l.startErr) == errs.NotFound {
 			return nil, l.startErr
 		}
@@ -170,61 +177,118 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 	}
 }
 
-// start launches l and waits for it to register. It runs detached from the
-// request that asked for it, so a caller giving up does not leave a process
-// half-started.
-func (s *Server) start(app store.App, l *live) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StartTimeout)
-	defer cancel()
-	err := s.startProcess(ctx, app, l)
+// claim decides, from the record, who brings app/pid up. It returns a live
+// being started (or adopted) by this replica, *errOwnedByPeer, or nil, nil
+// when the record changed meanwhile and the caller should look again.
+func (s *Server) claim(ctx context.Context, app store.App, pid string) (*live, error) {
+	if s.shuttingDown() {
+		return nil, fmt.Errorf("%w: the control plane is shutting down", errs.ErrUnavailable)
+	}
+	if !s.holdsLease() {
+		return nil, fmt.Errorf("%w: this control-plane replica has lost its lease", errs.ErrUnavailable)
+	}
+	rec, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid)
 	if err != nil {
-		s.log.Warn("process start failed", "app", app.Name, "pid", l.pid, "err", err)
-		s.forget(l)
-		if l.handle != "" {
-			_ = s.cfg.Backend.Kill(l.handle)
+		return nil, err
+	}
+	own, owner := s.ownerOf(ctx, rec)
+	mayRun := rec.Generation > 0 && rec.Status != store.StatusSwapped && rec.Status != store.StatusFailed
+	switch {
+	case own == ownedByPeer:
+		return nil, &errOwnedByPeer{rec: rec, owner: owner}
+	case mayRun:
+		// Ours from before a restart, or a gone owner's: adopt what still
+		// runs, end the rest. Then look again.
+		running, err := s.runningHandles(ctx)
+		if err != nil {
+			return nil, err
 		}
-		if errs.CodeOf(err) != errs.NotFound {
-			s.setStatus(context.Background(), app.Name, l.pid, store.StatusFailed, "", l)
+		if err := s.takeOver(ctx, app, rec, running); err != nil && errs.CodeOf(err) != errs.FailedPrecondition {
+			return nil, err
+		}
+		return nil, nil
+	}
+	if rec.Status == store.StatusFailed || rec.Status == store.StatusSwapping {
+		if rec, err = s.adoptOrphanSnapshot(ctx, rec); err != nil {
+			return nil, err
+		}
+	}
+	l := newLive(app, pid, rec.Generation+1)
+	s.mu.Lock()
+	if s.live[liveKey(app.Name, pid)] != nil {
+		s.mu.Unlock()
+		return nil, nil // another request of ours got there first
+	}
+	s.live[liveKey(app.Name, pid)] = l
+	s.mu.Unlock()
+	s.goBackground(func(context.Context) { s.start(app, l, rec) })
+	return l, nil
+}
+
+// start takes the lease on rec with a new generation, launches l and waits
+// for it to register. It runs detached from the request that asked for it,
+// so a caller giving up does not leave a process half-started.
+func (s *Server) start(app store.App, l *live, rec store.Process) {
+	ctx, cancel := context.WithTimeout(s.bgCtx, s.cfg.StartTimeout)
+	defer cancel()
+	err := s.startProcess(ctx, app, l, rec)
+	if err != nil {
+		if !errors.Is(err, errTakenMeanwhile) {
+			s.log.Warn("process start failed", "app", app.Name, "pid", l.pid, "err", err)
+		}
+		s.forget(l)
+		if h := l.backendHandle(); h.ID != "" {
+			_ = s.cfg.Backend.Kill(context.WithoutCancel(ctx), h)
+		}
+		if errs.CodeOf(err) != errs.NotFound && !errors.Is(err, errTakenMeanwhile) {
+			s.endRecord(context.WithoutCancel(ctx), l, store.StatusFailed)
 		}
 	}
 	l.startErr = err
 	close(l.ready)
 }
 
-func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error {
-	rec, err := s.cfg.Metadata.GetProcess(ctx, app.Name, l.pid)
-	if err != nil {
-		return err
-	}
+func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec store.Process) error {
+	// The lease: owner and a new generation, in one compare-and-set on the
+	// record as claim read it. A replica that raced us wins or loses here.
+	rec.Owner = s.id
+	rec.Generation = l.gen
 	rec.Status = store.StatusAllocating
 	rec.Address = ""
 	rec.UpdatedAt = time.Now()
+	rec, err := s.cfg.Metadata.UpdateProcess(ctx, rec)
+	if errs.CodeOf(err) == errs.FailedPrecondition {
+		return errTakenMeanwhile
+	}
+	if err != nil {
+		return err
+	}
 	l.mu.Lock()
 	l.base, l.usage = rec.Usage, rec.Usage
 	l.mu.Unlock()
-	if err := s.cfg.Metadata.PutProcess(ctx, rec); err != nil {
-		return err
+	spec := backend.Spec{App: app.Name, PID: l.pid, Generation: l.gen, Image: app.Image,
+		Env: append([]string{
+			cpapi.EnvControlPlane + "=" + s.cfg.URL,
+			cpapi.EnvApp + "=" + app.Name,
+			cpapi.EnvPID + "=" + l.pid,
+			cpapi.EnvGeneration + "=" + strconv.FormatUint(l.gen, 10),
+		}, s.cfg.ProcessEnv...),
+		Secrets: []string{cpapi.EnvSecret + "=" + app.Secret},
 	}
-	spec := Spec{App: app.Name, PID: l.pid, Instance: l.instance, Image: app.Image, Env: append([]string{
-		cpapi.EnvControlPlane + "=" + s.cfg.URL,
-		cpapi.EnvApp + "=" + app.Name,
-		cpapi.EnvPID + "=" + l.pid,
-		cpapi.EnvInstance + "=" + l.instance,
-		cpapi.EnvSecret + "=" + app.Secret,
-	}, s.cfg.ProcessEnv...)}
 	if s.cfg.SwapURL != "" {
-		spec.Env = append(spec.Env, cpapi.EnvSwap+"="+s.cfg.SwapURL)
+		spec.Secrets = append(spec.Secrets, cpapi.EnvSwap+"="+s.cfg.SwapURL)
 		if rec.Snapshot != "" {
-			spec.Env = append(spec.Env, cpapi.EnvRestore+"=1")
+			spec.Env = append(spec.Env, cpapi.EnvRestore+"="+rec.Snapshot)
 		}
 	}
-	handle, err := s.cfg.Backend.Start(ctx, spec)
+	h, err := s.cfg.Backend.Start(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("%w: start process %s/%s: %w", errs.ErrUnavailable, app.Name, l.pid, err)
 	}
 	l.mu.Lock()
-	l.handle = handle
+	l.handle = h
 	l.mu.Unlock()
+	s.watchExit(l, h)
 	select {
 	case <-l.registered:
 	case <-l.exited:
@@ -238,19 +302,98 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live) error
 		return err
 	}
 	l.mu.Lock()
-	rec.Status = store.StatusActive
-	rec.Address = l.addr
-	rec.Handle = handle
+	addr := l.addr
 	l.lastBeat = time.Now()
 	l.mu.Unlock()
-	rec.UpdatedAt = time.Now()
-	rec.LastActive = rec.UpdatedAt
-	if err := s.cfg.Metadata.PutProcess(ctx, rec); err != nil {
+	_, err = s.updateOwned(ctx, l, func(p *store.Process) {
+		p.Status = store.StatusActive
+		p.Address = addr
+		p.Handle = h.ID
+		p.LastActive = time.Now()
+	})
+	if err != nil {
+		return err
+	}
+	// A replica that queued a message while the record still said
+	// allocating relies on this second look (see deliverMessage).
+	if err := s.deliverBackup(ctx, l); err != nil {
 		return err
 	}
 	s.bumpEpoch(ctx, app.Name)
-	s.log.Info("process active", "app", app.Name, "pid", l.pid, "addr", rec.Address, "handle", handle)
+	s.log.Info("process active", "app", app.Name, "pid", l.pid, "generation", l.gen, "addr", addr, "handle", h.ID)
 	return nil
+}
+
+// adoptOrphanSnapshot makes rec name the final snapshot its generation left
+// when it lost every control plane, if there is one: it is newer than any
+// snapshot the generation reported.
+func (s *Server) adoptOrphanSnapshot(ctx context.Context, rec store.Process) (store.Process, error) {
+	if s.cfg.Swap == nil || rec.Generation == 0 {
+		return rec, nil
+	}
+	key := cpapi.SnapshotKey(rec.App, rec.PID, rec.Generation, cpapi.OrphanSeq)
+	if rec.Snapshot == key {
+		return rec, nil
+	}
+	r, err := s.cfg.Swap.Get(ctx, key)
+	if errors.Is(err, errs.ErrNotFound) {
+		return rec, nil
+	}
+	if err != nil {
+		return rec, err
+	}
+	r.Close()
+	previous := rec.Snapshot
+	rec.Snapshot = key
+	rec.UpdatedAt = time.Now()
+	stored, err := s.cfg.Metadata.UpdateProcess(ctx, rec)
+	if err != nil {
+		return rec, err // changed meanwhile: the caller's compare-and-set fails anyway
+	}
+	s.log.Info("found the final snapshot of an orphaned process", "app", rec.App, "pid", rec.PID, "generation", rec.Generation, "key", key)
+	s.deleteSnapshot(ctx, previous)
+	return stored, nil
+}
+
+// watchExit waits in the background for the process of l to end.
+func (s *Server) watchExit(l *live, h backend.Handle) {
+	s.goBackground(func(ctx context.Context) {
+		exit, err := s.cfg.Backend.Wait(ctx, h)
+		if err != nil {
+			return // shutting down: the process is not ours to watch any more
+		}
+		s.log.Debug("process ended", "app", l.app, "pid", l.pid, "generation", l.gen, "exit", exit.Reason)
+		s.processExited(l)
+	})
+}
+
+// adopt makes a running process of rec's generation, which this replica
+// now owns, a live one. It returns nil if one is already known.
+func (s *Server) adopt(app store.App, rec store.Process, h backend.Handle) *live {
+	l := newLive(app, rec.PID, rec.Generation)
+	l.addr = rec.Address
+	l.handle = h
+	l.lastBeat = time.Now()
+	l.base, l.usage = rec.Usage, rec.Usage
+	close(l.registered)
+	close(l.ready)
+	s.mu.Lock()
+	if s.live[liveKey(rec.App, rec.PID)] != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.live[liveKey(rec.App, rec.PID)] = l
+	s.mu.Unlock()
+	if h.ID != "" {
+		s.watchExit(l, h)
+	}
+	// Messages queued meanwhile go first; until then new ones queue too.
+	s.goBackground(func(ctx context.Context) {
+		if err := s.deliverBackup(ctx, l); err != nil {
+			s.log.Warn("deliver backup queue to adopted process", "app", l.app, "pid", l.pid, "err", err)
+		}
+	})
+	return l
 }
 
 func (s *Server) shuttingDown() bool {
@@ -279,40 +422,49 @@ func (s *Server) lookupLive(app, pid string) *live {
 	return s.live[liveKey(app, pid)]
 }
 
-// setStatus writes a status to a record that may be gone (deleted meanwhile),
-// with the usage l reported if l is given.
-func (s *Server) setStatus(ctx context.Context, app, pid, status, snapshot string, l *live) {
-	rec, err := s.cfg.Metadata.GetProcess(ctx, app, pid)
-	if err != nil {
-		return
-	}
-	if l != nil {
+// updateOwned changes the record of l with a compare-and-set, as long as
+// this replica still owns l's generation; errTakenMeanwhile if not. The
+// usage l reported is written too.
+func (s *Server) updateOwned(ctx context.Context, l *live, change func(*store.Process)) (store.Process, error) {
+	return store.UpdateProcess(ctx, s.cfg.Metadata, l.app, l.pid, func(p *store.Process) error {
+		if p.Owner != s.id || p.Generation != l.gen {
+			return errTakenMeanwhile
+		}
 		l.mu.Lock()
-		rec.Usage = l.usage
+		p.Usage = l.usage
 		l.mu.Unlock()
-	}
-	rec.Status = status
-	rec.Address = ""
-	if snapshot != "" {
-		rec.Snapshot = snapshot
-	}
-	rec.UpdatedAt = time.Now()
-	if err := s.cfg.Metadata.PutProcess(ctx, rec); err != nil {
-		s.log.Error("write process status", "app", app, "pid", pid, "status", status, "err", err)
-		return
-	}
-	if status != store.StatusSwapping {
-		// Peers need to know when a process is gone or back, not that it is
-		// leaving: one that is leaving refuses them and they re-route.
-		s.bumpEpoch(ctx, app)
+		change(p)
+		p.UpdatedAt = time.Now()
+		return nil
+	})
+}
+
+// endRecord writes the end of l's generation: status swapped or failed, no
+// address, no owner (the lease is released).
+func (s *Server) endRecord(ctx context.Context, l *live, status string) {
+	_, err := s.updateOwned(ctx, l, func(p *store.Process) {
+		p.Status = status
+		p.Address = ""
+		p.Owner = ""
+	})
+	switch {
+	case err == nil:
+		s.bumpEpoch(ctx, l.app)
+	case errors.Is(err, errTakenMeanwhile), errors.Is(err, errs.ErrNotFound):
+	default:
+		s.log.Error("write process status", "app", l.app, "pid", l.pid, "status", status, "err", err)
 	}
 }
 
 func (s *Server) bumpEpoch(ctx context.Context, app string) {
-	if _, err := s.cfg.Metadata.BumpEpoch(ctx, app); err != nil && !errors.Is(err, errs.ErrNotFound) {
-		s.log.Error("bump epoch", "app", app, "err", err)
+	epoch, err := s.cfg.Metadata.BumpEpoch(ctx, app)
+	if err != nil {
+		if !errors.Is(err, errs.ErrNotFound) {
+			s.log.Error("bump epoch", "app", app, "err", err)
+		}
+		return
 	}
-	s.notifyEpoch(app)
+	s.epochChanged(app, epoch)
 }
 
 // swapOut stops a running process gracefully: it drains, writes its
@@ -326,14 +478,20 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 		return nil
 	}
 	l.stopping = true
-	handle := l.handle
+	h := l.handle
 	l.mu.Unlock()
-	s.setStatus(ctx, l.app, l.pid, store.StatusSwapping, "", l)
+	if _, err := s.updateOwned(ctx, l, func(p *store.Process) { p.Status = store.StatusSwapping }); err != nil {
+		s.forget(l)
+		if errors.Is(err, errTakenMeanwhile) {
+			return fmt.Errorf("%w: process %s/%s was taken over by another replica", errs.ErrUnavailable, l.app, l.pid)
+		}
+		return err
+	}
 	start := time.Now()
 	var err error
-	if handle != "" {
+	if h.ID != "" {
 		stopCtx, cancel := context.WithTimeout(ctx, s.cfg.StopTimeout)
-		err = s.cfg.Backend.Stop(stopCtx, handle)
+		err = s.cfg.Backend.Stop(stopCtx, h)
 		cancel()
 	}
 	l.mu.Lock()
@@ -346,20 +504,20 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 			err = fmt.Errorf("%w: process %s/%s exited without a snapshot (see its log)", errs.ErrInternal, l.app, l.pid)
 		}
 	}
-	s.setStatus(ctx, l.app, l.pid, status, "", l)
+	s.endRecord(ctx, l, status)
 	s.forget(l)
-	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "status", status, "took", time.Since(start))
+	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "generation", l.gen, "status", status, "took", time.Since(start))
 	return err
 }
 
 // kill ends a process at once, for deletion: its state is not kept.
-func (s *Server) kill(l *live) {
+func (s *Server) kill(ctx context.Context, l *live) {
 	l.mu.Lock()
 	l.stopping = true
-	handle := l.handle
+	h := l.handle
 	l.mu.Unlock()
-	if handle != "" {
-		if err := s.cfg.Backend.Kill(handle); err != nil {
+	if h.ID != "" {
+		if err := s.cfg.Backend.Kill(ctx, h); err != nil {
 			s.log.Warn("kill process", "app", l.app, "pid", l.pid, "err", err)
 		}
 	}
@@ -383,6 +541,9 @@ func (s *Server) stopAll(ctx context.Context) {
 			case <-l.ready:
 			case <-ctx.Done():
 			}
+			if l.startErr != nil {
+				return
+			}
 			if err := s.swapOut(ctx, l); err != nil {
 				s.log.Warn("swap out at shutdown", "app", l.app, "pid", l.pid, "err", err)
 			}
@@ -391,38 +552,23 @@ func (s *Server) stopAll(ctx context.Context) {
 	wg.Wait()
 }
 
-// ProcessExited is the backend's onExit callback.
-func (s *Server) ProcessExited(handle string) {
-	s.mu.Lock()
-	var found *live
-	for _, l := range s.live {
-		l.mu.Lock()
-		h := l.handle
-		l.mu.Unlock()
-		if h == handle {
-			found = l
-			break
-		}
-	}
-	s.mu.Unlock()
-	if found == nil {
-		return
-	}
-	found.exitOnce.Do(func() { close(found.exited) })
-	found.mu.Lock()
-	stopping := found.stopping
-	found.mu.Unlock()
+// processExited handles the end of l's process, as the backend reported it.
+func (s *Server) processExited(l *live) {
+	l.exitOnce.Do(func() { close(l.exited) })
+	l.mu.Lock()
+	stopping := l.stopping
+	l.mu.Unlock()
 	select {
-	case <-found.ready:
+	case <-l.ready:
 	default:
 		return // start() sees exited and handles it
 	}
-	if stopping || found.startErr != nil {
+	if stopping || l.startErr != nil {
 		return
 	}
-	s.log.Warn("process exited unexpectedly", "app", found.app, "pid", found.pid, "handle", handle)
-	s.forget(found)
-	s.setStatus(context.Background(), found.app, found.pid, store.StatusFailed, "", found)
+	s.log.Warn("process exited unexpectedly", "app", l.app, "pid", l.pid, "generation", l.gen)
+	s.forget(l)
+	s.endRecord(context.Background(), l, store.StatusFailed)
 }
 
 // sweep marks processes failed whose heartbeats stopped.
@@ -452,15 +598,8 @@ func (s *Server) sweep(ctx context.Context) {
 		s.mu.Unlock()
 		for _, l := range silent {
 			s.log.Warn("process silent, marking failed", "app", l.app, "pid", l.pid, "timeout", s.cfg.HeartbeatTimeout)
-			l.mu.Lock()
-			l.stopping = true
-			handle := l.handle
-			l.mu.Unlock()
-			if handle != "" {
-				_ = s.cfg.Backend.Kill(handle)
-			}
-			s.forget(l)
-			s.setStatus(ctx, l.app, l.pid, store.StatusFailed, "", l)
+			s.kill(ctx, l)
+			s.endRecord(ctx, l, store.StatusFailed)
 		}
 	}
 }

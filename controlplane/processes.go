@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/errs"
-	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
 )
@@ -54,14 +53,14 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 	}
 	status := http.StatusCreated
 	now := time.Now().UTC()
-	err := s.cfg.Metadata.CreateProcess(r.Context(), store.Process{
+	_, err := s.cfg.Metadata.CreateProcess(r.Context(), store.Process{
 		App: app.Name, PID: req.PID, Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now,
 	})
 	if errors.Is(err, errs.ErrAlreadyExists) {
 		// An existing pid that is not running is brought back; a running one is a conflict.
 		rec, gerr := s.cfg.Metadata.GetProcess(r.Context(), app.Name, req.PID)
 		if gerr == nil && s.lookupLive(app.Name, req.PID) == nil &&
-			rec.Status != store.StatusActive && rec.Status != store.StatusAllocating {
+			(rec.Status == store.StatusSwapped || rec.Status == store.StatusFailed) {
 			err, status = nil, http.StatusOK
 		} else {
 			err = fmt.Errorf("%w: process %s/%s already exists", errs.ErrAlreadyExists, app.Name, req.PID)
@@ -71,7 +70,7 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	if _, err := s.activeProcess(r.Context(), app, req.PID); err != nil {
+	if _, err := s.pick(r.Context(), app, req.PID); err != nil {
 		writeError(w, s.log, err)
 		return
 	}
@@ -126,25 +125,43 @@ func (s *Server) deleteProcess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.removeProcess(r.Context(), p); err != nil {
-		writeError(w, s.log, err)
+		if !s.forward(w, r, err) {
+			writeError(w, s.log, err)
+		}
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// removeProcess stops a process if it runs and deletes its record and snapshot.
+// removeProcess stops a process if it runs and deletes its record and
+// snapshot. A process another replica owns is that replica's to remove:
+// *errOwnedByPeer.
 func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
-	if l := s.lookupLive(p.App, p.PID); l != nil {
-		s.kill(l)
+	l := s.lookupLive(p.App, p.PID)
+	if l == nil && p.Owner != "" && p.Owner != s.id {
+		switch own, owner := s.ownerOf(ctx, p); own {
+		case ownedByPeer:
+			return &errOwnedByPeer{rec: p, owner: owner}
+		case ownerGone:
+			// Nobody acts for it: end whatever of it still runs here.
+			running, err := s.runningHandles(ctx)
+			if err != nil {
+				return err
+			}
+			for _, h := range running {
+				if h.App == p.App && h.PID == p.PID {
+					_ = s.cfg.Backend.Kill(ctx, h)
+				}
+			}
+		}
+	}
+	if l != nil {
+		s.kill(ctx, l)
 	}
 	if err := s.cfg.Metadata.DeleteProcess(ctx, p.App, p.PID); err != nil && !errors.Is(err, errs.ErrNotFound) {
 		return err
 	}
-	if s.cfg.Swap != nil {
-		if err := s.cfg.Swap.Delete(ctx, cpapi.SnapshotKey(p.App, p.PID)); err != nil {
-			s.log.Warn("delete snapshot", "app", p.App, "pid", p.PID, "err", err)
-		}
-	}
+	s.deleteSnapshot(ctx, p.Snapshot)
 	s.mu.Lock()
 	delete(s.backupLocks, liveKey(p.App, p.PID))
 	s.mu.Unlock()
@@ -154,7 +171,8 @@ func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
 }
 
 // swapProcess swaps a process out and answers once its snapshot is stored.
-// Swapping a swapped process is a no-op.
+// Swapping a swapped process is a no-op. A process another replica owns is
+// swapped by that replica: the request is forwarded there.
 func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
 	app, p, ok := s.process(w, r)
 	if !ok {
@@ -171,6 +189,11 @@ func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else if p.Status != store.StatusSwapped {
+		own, owner := s.ownerOf(r.Context(), p)
+		if own == ownedByPeer {
+			s.forward(w, r, &errOwnedByPeer{rec: p, owner: owner})
+			return
+		}
 		writeError(w, s.log, fmt.Errorf("%w: process %s/%s is %s, not active", errs.ErrFailedPrecondition, app.Name, p.PID, p.Status))
 		return
 	}

@@ -5,6 +5,9 @@
 //
 // It is not on the data path: clients learn a process's data-plane address
 // and token from it and then talk to the process directly.
+//
+// Several replicas may share one metadata store. Each active process has one
+// owner replica (see lease.go); any replica serves any request.
 package controlplane
 
 import (
@@ -16,8 +19,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/praas-dev/praas/backend"
+	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
 )
@@ -29,11 +35,19 @@ type Config struct {
 	// (they write and read their snapshots themselves).
 	Swap    store.Swap
 	SwapURL string
-	Backend Backend
+	Backend backend.Backend
 	Logger  *slog.Logger
-	// URL is where process runtimes reach the control plane; Run fills it
-	// from the listener when empty.
+	// URL is where process runtimes and other replicas reach this replica;
+	// Run fills it from the listener when empty.
 	URL string
+	// ReplicaID names this replica in the metadata store (default: random).
+	// A replica that restarts with the same id takes its processes back at
+	// once instead of after the lease expires.
+	ReplicaID string
+	// LeaseTTL is how long this replica's lease on its processes lasts
+	// without a renewal (default 10s); it renews every LeaseTTL/3. Another
+	// replica takes the processes over once it has expired.
+	LeaseTTL time.Duration
 	// StartTimeout bounds how long a process may take to register (default 30s).
 	StartTimeout time.Duration
 	// HeartbeatTimeout is how long a process may stay silent before it is
@@ -66,6 +80,12 @@ func (c *Config) setDefaults() {
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = wire.DefaultMaxPayload
 	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.ReplicaID == "" {
+		c.ReplicaID = "cp-" + randomHex(6)
+	}
 }
 
 // Validate reports a configuration that cannot run.
@@ -80,27 +100,41 @@ func (c *Config) Validate() error {
 }
 
 // Server is a control plane.
+//
+// Lock order: a process's backup lock (backup.go), then Server.mu, then a
+// live's mu, then an appWatch's mu. No lock is held across a store call or
+// network I/O except the backup lock, which orders a process's backup queue.
 type Server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	id  string
 
-	mu         sync.Mutex
-	live       map[string]*live         // app/pid → running process; see lifecycle.go
-	rr         uint64                   // cursor spreading invocations without a pid
-	epochWatch map[string]chan struct{} // app → closed at its next epoch change
-
-	stopping chan struct{} // closed when shutdown starts: ends long polls
-
+	mu   sync.Mutex
+	live map[string]*live // app/pid → running process this replica owns; see lifecycle.go
+	rr   uint64           // cursor spreading invocations without a pid
 	// backupLocks (under mu) order, per process, backup-queue appends
 	// against the delivery of the queue at swap-in, so no message is
 	// stranded in between.
 	backupLocks map[string]*sync.Mutex
+	// watches (under mu) hold each app's membership, computed once per epoch.
+	watches map[string]*appWatch
+	// peers (under mu) are data-plane connections to processes other
+	// replicas own, by address and token.
+	peers map[string]*client.DataConn
 
-	// adopting (under mu) holds processes an earlier control plane left
-	// running: until they re-register or HeartbeatTimeout passes, nothing
-	// starts them anew. Each channel is closed when its wait is over.
-	adopting map[string]chan struct{}
+	// leaseUntil is when this replica's lease ends unless renewed (unix
+	// nanos); past it, the replica acts for no process. See lease.go.
+	leaseUntil atomic.Int64
+	replicas   replicaView
+	started    time.Time
+
+	stopping chan struct{} // closed when shutdown starts: ends long polls
+	// bg owns every goroutine the server starts: Run cancels bgCtx and waits
+	// for them before it returns.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 }
 
 // New returns a control plane; serve it with Run.
@@ -109,11 +143,26 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, live: make(map[string]*live),
-		epochWatch: make(map[string]chan struct{}), stopping: make(chan struct{}),
-		backupLocks: make(map[string]*sync.Mutex), adopting: make(map[string]chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ReplicaID), id: cfg.ReplicaID,
+		live: make(map[string]*live), backupLocks: make(map[string]*sync.Mutex),
+		watches: make(map[string]*appWatch), peers: make(map[string]*client.DataConn),
+		stopping: make(chan struct{})}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.routes()
 	return s, nil
+}
+
+// ID is the replica id.
+func (s *Server) ID() string { return s.id }
+
+// goBackground runs fn on a goroutine that Run waits for; fn must return
+// soon after ctx ends.
+func (s *Server) goBackground(fn func(ctx context.Context)) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn(s.bgCtx)
+	}()
 }
 
 func (s *Server) routes() {
@@ -153,19 +202,30 @@ func (s *Server) gate(next http.Handler) http.Handler {
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Run serves on ln until ctx ends, then shuts down gracefully: the API stops,
-// every running process is stopped (it drains and swaps where configured),
-// and their records are written before Run returns.
+// every process this replica owns is swapped out, its lease is released, and
+// every background goroutine has ended before Run returns.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	defer s.bg.Wait()
+	defer s.bgCancel()
 	if s.cfg.URL == "" {
 		s.cfg.URL = "http://" + ln.Addr().String()
 	}
-	if err := s.awaitSurvivors(ctx); err != nil {
+	s.started = time.Now()
+	if err := s.renewLease(ctx); err != nil {
+		return fmt.Errorf("control plane: take the replica lease: %w", err)
+	}
+	if err := s.refreshReplicas(ctx); err != nil {
+		return err
+	}
+	// Processes this replica owned before a restart (same id) come back at
+	// once; those of replicas gone for good are taken over by the lease loop.
+	if err := s.takeOverOwn(ctx); err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: s.gate(s.mux), ReadHeaderTimeout: 10 * time.Second}
-	sweepCtx, stopSweep := context.WithCancel(ctx)
-	defer stopSweep()
-	go s.sweep(sweepCtx)
+	s.goBackground(s.leaseLoop)
+	s.goBackground(s.sweep)
+	s.goBackground(s.watchEpochs)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -180,7 +240,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout+5*time.Second)
 	defer cancel()
 	s.stopAll(shutdownCtx)
+	s.closePeers()
 	_ = srv.Shutdown(shutdownCtx)
+	s.bgCancel()
+	s.bg.Wait()
+	// Nothing is owned any more: let other replicas act at once.
+	if derr := s.cfg.Metadata.DeleteReplica(shutdownCtx, s.id); derr != nil {
+		s.log.Warn("release replica lease", "err", derr)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

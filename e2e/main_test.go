@@ -100,12 +100,11 @@ func newCluster(t *testing.T, processEnv ...string) *cluster {
 	}
 	cl := &cluster{logDir: filepath.Join(dir, "logs"), cpLog: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(cl.cpLog, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	var srv *controlplane.Server
 	backend, err := local.New(local.Config{
 		Executable:  bins.praas,
 		BuiltinArgs: []string{"run-process"},
+		RunDir:      filepath.Join(dir, "run"),
 		LogDir:      cl.logDir,
-		OnExit:      func(handle string) { srv.ProcessExited(handle) },
 		Logger:      log,
 	})
 	if err != nil {
@@ -116,7 +115,7 @@ func newCluster(t *testing.T, processEnv ...string) *cluster {
 		// would make every swap-out that long.
 		processEnv = append(processEnv, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=20")
 	}
-	srv, err = controlplane.New(controlplane.Config{
+	srv, err := controlplane.New(controlplane.Config{
 		Metadata:    meta,
 		Swap:        swap,
 		SwapURL:     swapURL,

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -115,7 +114,7 @@ var pollClient = &http.Client{Timeout: membersPoll + 10*time.Second}
 func (rt *Runtime) fetchMembers(ctx context.Context, after uint64) (Membership, error) {
 	q := url.Values{"app": {rt.cfg.App}, "pid": {rt.cfg.PID}, "epoch": {strconv.FormatUint(after, 10)}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		strings.TrimRight(rt.cfg.ControlPlane, "/")+cpapi.PathMembers+"?"+q.Encode(), nil)
+		rt.cp.url()+cpapi.PathMembers+"?"+q.Encode(), nil)
 	if err != nil {
 		return Membership{}, err
 	}

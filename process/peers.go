@@ -115,10 +115,7 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 }
 
 // controlPlane is a REST client of the control plane.
-func (rt *Runtime) controlPlane() *client.Client {
-	rt.cpOnce.Do(func() { rt.cpClient = client.New(rt.cfg.ControlPlane) })
-	return rt.cpClient
-}
+func (rt *Runtime) controlPlane() *client.Client { return rt.cp.client() }
 
 func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) error {
 	if err := checkKey(key); err != nil {

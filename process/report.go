@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 )
@@ -22,26 +25,27 @@ var errRetired = errors.New("retired by the control plane")
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
 // report registers with the control plane, then sends heartbeats with usage
-// until ctx ends. When the control plane is unreachable it keeps trying, so
-// a restarted control plane finds the process again.
+// until ctx ends. When the replica it reports to stops answering it tries the
+// others it knows of, so a replica that takes the process over (or a
+// restarted control plane) finds it again.
 func (rt *Runtime) report(ctx context.Context) error {
-	reg := cpapi.Register{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance, Address: rt.addr}
+	reg := cpapi.Register{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Address: rt.addr}
 	registered := false
 	lastContact := time.Now()
 	tick := time.NewTicker(rt.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
 		var err error
+		var reply cpapi.HeartbeatReply
 		if !registered {
-			err = rt.post(ctx, cpapi.PathRegister, reg, nil)
-			registered = err == nil
+			err = rt.post(ctx, cpapi.PathRegister, reg, &reply)
+			registered = err == nil && reply.Owner == ""
 			if registered {
-				rt.log.Debug("registered with the control plane")
+				rt.log.Debug("registered with the control plane", "url", rt.cp.url())
 			}
 		} else {
-			hb := cpapi.Heartbeat{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance,
+			hb := cpapi.Heartbeat{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation,
 				Usage: rt.usage(), IdleNanos: int64(rt.idleFor())}
-			var reply cpapi.HeartbeatReply
 			err = rt.post(ctx, cpapi.PathHeartbeat, hb, &reply)
 			if errors.Is(err, errUnknownInstance) {
 				registered = false // the control plane lost us: register again now
@@ -53,8 +57,16 @@ func (rt *Runtime) report(ctx context.Context) error {
 		}
 		if err == nil {
 			lastContact = time.Now()
+			rt.cp.learn(reply.Replicas)
+			if reply.Owner != "" && rt.cp.follow(reply.Owner) {
+				// Another replica owns us: register there at once.
+				registered = false
+				continue
+			}
 		} else if ctx.Err() == nil {
-			rt.log.Debug("control plane unreachable", "err", err)
+			rt.log.Debug("control plane unreachable", "url", rt.cp.url(), "err", err)
+			rt.cp.failover()
+			registered = false // the next replica may not know us yet
 			if time.Since(lastContact) > rt.cfg.OrphanTimeout {
 				return fmt.Errorf("%w for %s", errOrphaned, rt.cfg.OrphanTimeout)
 			}
@@ -65,6 +77,108 @@ func (rt *Runtime) report(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// reportSnapshot tells the control plane about a snapshot, trying every
+// replica it knows until one answers or ctx ends: until the record names
+// the snapshot, no later start restores it.
+func (rt *Runtime) reportSnapshot(ctx context.Context, rep cpapi.Snapshot) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := rt.post(ctx, cpapi.PathSnapshot, rep, nil)
+		var apiErr *cpError
+		if err == nil || errors.Is(err, errRetired) || errors.As(err, &apiErr) || ctx.Err() != nil {
+			return err
+		}
+		rt.log.Debug("report snapshot: control plane unreachable", "url", rt.cp.url(), "err", err)
+		rt.cp.failover()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// cpError is an answer of the control plane that refused a report.
+type cpError struct{ err error }
+
+func (e *cpError) Error() string { return e.err.Error() }
+func (e *cpError) Unwrap() error { return e.err }
+
+// cpLink is the runtime's view of the control plane: the replica it reports
+// to, and every replica it has heard of to try when that one goes away.
+type cpLink struct {
+	mu      sync.Mutex
+	current string
+	known   []string
+	clients map[string]*client.Client
+}
+
+func (l *cpLink) init(url string) {
+	l.current = strings.TrimRight(url, "/")
+	if l.current != "" {
+		l.known = []string{l.current}
+	}
+	l.clients = make(map[string]*client.Client)
+}
+
+func (l *cpLink) url() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.current
+}
+
+// client returns a REST client of the current replica.
+func (l *cpLink) client() *client.Client {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.clients[l.current]
+	if !ok {
+		c = client.New(l.current)
+		l.clients[l.current] = c
+	}
+	return c
+}
+
+// follow switches to url and reports whether it differs from the current one.
+func (l *cpLink) follow(url string) bool {
+	url = strings.TrimRight(url, "/")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.addLocked(url)
+	if url == l.current {
+		return false
+	}
+	l.current = url
+	return true
+}
+
+// learn adds replica URLs to try on failure.
+func (l *cpLink) learn(urls []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, u := range urls {
+		l.addLocked(strings.TrimRight(u, "/"))
+	}
+}
+
+func (l *cpLink) addLocked(url string) {
+	if url != "" && !slices.Contains(l.known, url) {
+		l.known = append(l.known, url)
+	}
+}
+
+// failover moves to the next known replica.
+func (l *cpLink) failover() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.known) < 2 {
+		return
+	}
+	i := slices.Index(l.known, l.current)
+	l.current = l.known[(i+1)%len(l.known)]
 }
 
 var errUnknownInstance = errors.New("unknown to the control plane")
@@ -87,7 +201,7 @@ func (rt *Runtime) postRaw(ctx context.Context, path string, data []byte) error 
 }
 
 func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, reply any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(rt.cfg.ControlPlane, "/")+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rt.cp.url()+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -116,7 +230,7 @@ func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, r
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	switch {
 	case json.Unmarshal(raw, &body) == nil && body.Error != "":
-		return errs.New(errs.ParseCode(body.Code), body.Error)
+		return &cpError{errs.New(errs.ParseCode(body.Code), body.Error)}
 	case resp.StatusCode == http.StatusNotFound:
 		return errUnknownInstance // a bare 404: register again
 	default:

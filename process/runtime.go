@@ -31,9 +31,10 @@ import (
 // (see ConfigFromEnv).
 type Config struct {
 	App, PID string
-	// Instance identifies this start of the process; the control plane
-	// ignores reports from older instances.
-	Instance string
+	// Generation is the activation this start of the process is (its
+	// fencing token): the control plane refuses reports and snapshots of
+	// older generations.
+	Generation uint64
 	// Secret is the application secret from which data-plane tokens derive.
 	Secret string
 	// ControlPlane is the control plane's base URL; empty runs standalone
@@ -57,8 +58,8 @@ type Config struct {
 	OrphanTimeout time.Duration
 	// Swap is where snapshots go; nil runs without swapping (state is lost at exit).
 	Swap store.Swap
-	// Restore loads the snapshot from Swap before serving.
-	Restore bool
+	// RestoreKey, if set, is the snapshot in Swap to load before serving.
+	RestoreKey string
 	// CheckpointInterval, if positive, writes a snapshot that often while
 	// anything changed, bounding what a crash loses.
 	CheckpointInterval time.Duration
@@ -97,7 +98,7 @@ func (c *Config) Validate() error {
 	if c.Secret == "" {
 		return errors.New("process runtime: secret is required")
 	}
-	if c.Restore && c.Swap == nil && os.Getenv(cpapi.EnvSwap) == "" {
+	if c.RestoreKey != "" && c.Swap == nil && os.Getenv(cpapi.EnvSwap) == "" {
 		return errors.New("process runtime: restore needs a swap store")
 	}
 	return nil
@@ -108,13 +109,17 @@ func ConfigFromEnv() (Config, error) {
 	c := Config{
 		App:          os.Getenv(cpapi.EnvApp),
 		PID:          os.Getenv(cpapi.EnvPID),
-		Instance:     os.Getenv(cpapi.EnvInstance),
 		Secret:       os.Getenv(cpapi.EnvSecret),
 		ControlPlane: os.Getenv(cpapi.EnvControlPlane),
 		Listen:       os.Getenv(cpapi.EnvListen),
 		Advertise:    os.Getenv(cpapi.EnvAdvertise),
 	}
 	var err error
+	if v := os.Getenv(cpapi.EnvGeneration); v != "" {
+		if c.Generation, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvGeneration, err)
+		}
+	}
 	if v := os.Getenv(cpapi.EnvMaxConcurrency); v != "" {
 		if c.MaxConcurrency, err = strconv.Atoi(v); err != nil {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxConcurrency, err)
@@ -140,7 +145,7 @@ func ConfigFromEnv() (Config, error) {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvCheckpoint, err)
 		}
 	}
-	c.Restore = os.Getenv(cpapi.EnvRestore) == "1"
+	c.RestoreKey = os.Getenv(cpapi.EnvRestore)
 	if err := c.Validate(); err != nil {
 		return c, err
 	}
@@ -186,8 +191,11 @@ type Runtime struct {
 	running     atomic.Int64
 	lastActive  atomic.Int64 // unix nanos of the last data-plane activity
 
-	cpOnce   sync.Once
-	cpClient *client.Client
+	// cp is how the runtime reaches the control plane: the replica that
+	// owns it, and the others to try when that one stops answering.
+	cp cpLink
+	// snapSeq numbers the snapshots this generation writes (see cpapi.SnapshotKey).
+	snapSeq atomic.Uint64
 
 	// mutations counts changes to durable state, so checkpoints skip idle periods.
 	mutations atomic.Uint64
@@ -214,6 +222,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 	rt.members.init()
 	rt.watchdog.init(rt)
 	rt.peers.conns = make(map[string]*client.DataConn)
+	rt.cp.init(cfg.ControlPlane)
 	rt.lastActive.Store(time.Now().UnixNano())
 	return rt, nil
 }
@@ -231,8 +240,8 @@ func (rt *Runtime) Addr() string { return rt.addr }
 // then drains: clients are told to go away, running invocations finish
 // (within DrainTimeout), and Run returns.
 func (rt *Runtime) Run(ctx context.Context) error {
-	if rt.cfg.Restore {
-		if err := rt.restore(ctx); err != nil {
+	if rt.cfg.RestoreKey != "" {
+		if err := rt.restore(ctx, rt.cfg.RestoreKey); err != nil {
 			return err
 		}
 	}
@@ -304,7 +313,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		swapCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 		defer cancel()
 		// An orphan cannot report its snapshot; a control plane that comes
-		// back finds the process gone and restores it from this snapshot.
+		// back finds it under the generation's orphan key.
 		if err := rt.saveSnapshot(swapCtx, true, !orphaned); err != nil {
 			return fmt.Errorf("swap out: %w", err)
 		}

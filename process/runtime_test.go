@@ -445,7 +445,7 @@ func TestOrphanSwapsItselfOut(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("orphan did not exit")
 	}
-	r, err := swap.Get(context.Background(), cpapi.SnapshotKey("app", "p1"))
+	r, err := swap.Get(context.Background(), cpapi.SnapshotKey("app", "p1", 0, cpapi.OrphanSeq))
 	if err != nil {
 		t.Fatalf("no snapshot left behind: %v", err)
 	}

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -27,12 +28,17 @@ func (rt *Runtime) capture() *snapshotData {
 
 // saveSnapshot streams a snapshot into the swap store, then tells the
 // control plane if report is set (final: this is the swap-out, the process
-// exits next).
+// exits next). An orphan's final snapshot goes under the generation's orphan
+// key, where a control plane looks for it.
 func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 	start := time.Now()
 	d := rt.capture()
 	size := d.size()
-	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID)
+	seq := rt.snapSeq.Add(1)
+	if final && !report {
+		seq = cpapi.OrphanSeq
+	}
+	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID, rt.cfg.Generation, seq)
 	stream := &snapshotStream{d: d}
 	err := rt.cfg.Swap.Put(ctx, key, stream, size)
 	stream.close()
@@ -41,18 +47,22 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 	}
 	rt.log.Info("snapshot written", "key", key, "bytes", size, "final", final, "took", time.Since(start))
 	if report && rt.cfg.ControlPlane != "" {
-		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Instance: rt.cfg.Instance, Key: key, Bytes: size, Final: final}
-		if err := rt.post(ctx, cpapi.PathSnapshot, rep, nil); err != nil {
+		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final}
+		if err := rt.reportSnapshot(ctx, rep); err != nil {
+			if errors.Is(err, errRetired) {
+				// A newer generation runs: this snapshot must never be
+				// restored, and the control plane has dropped it.
+				return fmt.Errorf("snapshot %s refused: %w", key, err)
+			}
 			return fmt.Errorf("report snapshot: %w", err)
 		}
 	}
 	return nil
 }
 
-// restore loads the snapshot into the (still empty) process.
-func (rt *Runtime) restore(ctx context.Context) error {
+// restore loads the snapshot at key into the (still empty) process.
+func (rt *Runtime) restore(ctx context.Context, key string) error {
 	start := time.Now()
-	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID)
 	r, err := rt.cfg.Swap.Get(ctx, key)
 	if err != nil {
 		return fmt.Errorf("read snapshot %s: %w", key, err)
@@ -91,6 +101,10 @@ func (rt *Runtime) checkpointLoop(ctx context.Context) {
 			continue
 		}
 		if err := rt.saveSnapshot(ctx, false, true); err != nil {
+			if errors.Is(err, errRetired) {
+				rt.log.Warn("checkpoints stop: a newer generation of this process runs", "err", err)
+				return
+			}
 			if ctx.Err() == nil {
 				rt.log.Warn("checkpoint failed", "err", err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -106,7 +107,7 @@ func TestSwapLifecycle(t *testing.T) {
 
 			// kill -9: noticed within seconds, restored on the next invocation
 			// from the last snapshot (the restart's swap-out: counter 4).
-			osPid, err := strconv.Atoi(processStatus(t, "demo", "p1").Handle)
+			osPid, err := osPID(processStatus(t, "demo", "p1").Handle)
 			if err != nil {
 				t.Fatalf("handle: %v", err)
 			}
@@ -134,7 +135,10 @@ func TestCheckpointBoundsCrashLoss(t *testing.T) {
 	// the next one time to cover the last increment.
 	waitFor(t, 5*time.Second, "checkpoint", func() bool { return processStatus(t, "demo", "p1").Snapshot != "" })
 	time.Sleep(300 * time.Millisecond)
-	osPid, _ := strconv.Atoi(processStatus(t, "demo", "p1").Handle)
+	osPid, err := osPID(processStatus(t, "demo", "p1").Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := syscall.Kill(osPid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -331,4 +335,14 @@ func TestControlPlaneCrashAdoptsProcesses(t *testing.T) {
 	if h := processStatus(t, "demo", "p1").Handle; h != handle {
 		t.Fatalf("p1 runs as %s now, want the adopted %s", h, handle)
 	}
+}
+
+// osPID returns the OS pid in a local backend handle ("PID@STARTTIME").
+func osPID(handle string) (int, error) {
+	pid, _, _ := strings.Cut(handle, "@")
+	n, err := strconv.Atoi(pid)
+	if err == nil && n <= 1 {
+		err = fmt.Errorf("handle %q names no process", handle)
+	}
+	return n, err
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,6 +36,10 @@ type upConfig struct {
 	stopTimeout      time.Duration
 	idleTimeout      time.Duration
 	checkpoint       time.Duration
+	replicaID        string
+	leaseTTL         time.Duration
+	url              string
+	runDir           string
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -60,6 +67,10 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
 	f.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "swap out a process whose data plane was idle this long (0: never)")
 	f.DurationVar(&cfg.checkpoint, "checkpoint-interval", 0, "write a snapshot of every changed process this often, bounding what a crash loses (0: only at swap-out)")
+	f.StringVar(&cfg.replicaID, "replica-id", "", "this control plane's name among replicas sharing a metadata store (default: kept in --data, made up on first start)")
+	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long this replica's lease on its processes lasts unless renewed; others take them over after it expired")
+	f.StringVar(&cfg.url, "url", "", "URL where processes and other replicas reach this control plane (default: http://LISTEN)")
+	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
 	return cmd
 }
 
@@ -100,16 +111,28 @@ func (c *cli) up(cfg upConfig) error {
 	}
 	defer swap.Close()
 
-	var cp *controlplane.Server
+	runDir := cfg.runDir
+	if runDir == "" {
+		runDir = filepath.Join(data, "run")
+	}
 	backend, err := local.New(local.Config{
+		RunDir: runDir,
 		LogDir: filepath.Join(data, "logs"),
-		OnExit: func(handle string) { cp.ProcessExited(handle) },
 		Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	cp, err = controlplane.New(controlplane.Config{
+	replicaID := cfg.replicaID
+	if replicaID == "" {
+		if replicaID, err = persistentReplicaID(data); err != nil {
+			return err
+		}
+	}
+	cp, err := controlplane.New(controlplane.Config{
+		ReplicaID:        replicaID,
+		LeaseTTL:         cfg.leaseTTL,
+		URL:              cfg.url,
 		Metadata:         meta,
 		Swap:             swap,
 		SwapURL:          swapURL,
@@ -133,7 +156,7 @@ func (c *cli) up(cfg upConfig) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	fmt.Fprintf(c.stdout, "praas control plane listening on http://%s (data in %s)\n", ln.Addr(), data)
-	log.Info("control plane up", "listen", ln.Addr().String(), "data", data, "backend", cfg.backend)
+	log.Info("control plane up", "listen", ln.Addr().String(), "data", data, "backend", cfg.backend, "replica", replicaID)
 	err = cp.Run(c.ctx, ln)
 	log.Info("control plane stopped")
 	return err
@@ -151,4 +174,23 @@ func (c *cli) runProcessCmd() *cobra.Command {
 			return praas.ServeImage(c.ctx, builtin.Image())
 		},
 	}
+}
+
+// persistentReplicaID returns the replica id kept in the data directory,
+// making one up on first start: a control plane that restarts over the same
+// data takes its processes back at once instead of after its lease expired.
+func persistentReplicaID(data string) (string, error) {
+	path := filepath.Join(data, "replica-id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := "cp-" + hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("--data: keep the replica id: %w", err)
+	}
+	return id, nil
 }

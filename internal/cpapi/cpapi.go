@@ -3,7 +3,13 @@
 // membership. Processes call it over HTTP; it is not part of the public /v1 API.
 package cpapi
 
-import "github.com/praas-dev/praas/store"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/praas-dev/praas/store"
+)
 
 // Paths of the internal API.
 const (
@@ -14,6 +20,9 @@ const (
 	// PathMessages takes a message for a process that is not active (raw
 	// body; ?app=&src=&dest=&key=): the control plane queues it durably.
 	PathMessages = "/internal/v1/messages"
+	// PathFlush asks the replica that owns a process to deliver its backup
+	// queue (?app=&pid=): another replica queued a message for it.
+	PathFlush = "/internal/v1/flush"
 )
 
 // Env variables through which a backend configures a process runtime.
@@ -21,7 +30,7 @@ const (
 	EnvControlPlane   = "PRAAS_CONTROL_PLANE"
 	EnvApp            = "PRAAS_APP"
 	EnvPID            = "PRAAS_PID"
-	EnvInstance       = "PRAAS_INSTANCE"
+	EnvGeneration     = "PRAAS_GENERATION" // the activation the process is: its fencing token
 	EnvSecret         = "PRAAS_SECRET"
 	EnvListen         = "PRAAS_LISTEN"
 	EnvAdvertise      = "PRAAS_ADVERTISE" // host to advertise if the listen host is unspecified
@@ -29,7 +38,7 @@ const (
 	EnvMaxPayload     = "PRAAS_MAX_PAYLOAD"
 	EnvHeartbeat      = "PRAAS_HEARTBEAT" // a time.Duration
 	EnvSwap           = "PRAAS_SWAP"      // swap store URL
-	EnvRestore        = "PRAAS_RESTORE"   // "1": restore from the snapshot before serving
+	EnvRestore        = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
 	EnvCheckpoint     = "PRAAS_CHECKPOINT_INTERVAL"
 	EnvOrphanTimeout  = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
 )
@@ -47,20 +56,21 @@ type Membership struct {
 	Members []Member `json:"members"`
 }
 
-// Register is sent by a runtime once it serves its data plane.
+// Register is sent by a runtime once it serves its data plane, and again to
+// whichever replica it reaches when its owner went away.
 type Register struct {
-	App      string `json:"app"`
-	PID      string `json:"pid"`
-	Instance string `json:"instance"` // unique per start, so stale reports are told apart
-	Address  string `json:"address"`
+	App        string `json:"app"`
+	PID        string `json:"pid"`
+	Generation uint64 `json:"generation"` // reports of older generations are refused
+	Address    string `json:"address"`
 }
 
 // Heartbeat reports liveness and cumulative usage since the start.
 type Heartbeat struct {
-	App      string      `json:"app"`
-	PID      string      `json:"pid"`
-	Instance string      `json:"instance"`
-	Usage    store.Usage `json:"usage"`
+	App        string      `json:"app"`
+	PID        string      `json:"pid"`
+	Generation uint64      `json:"generation"`
+	Usage      store.Usage `json:"usage"`
 	// IdleNanos is how long the data plane has been idle (no invocation
 	// running, none received), for the scale-down policy.
 	IdleNanos int64 `json:"idle_ns"`
@@ -70,18 +80,53 @@ type Heartbeat struct {
 // it differs from the epoch the runtime reported knowing.
 type HeartbeatReply struct {
 	Epoch uint64 `json:"epoch"`
+	// Owner, when set, is the URL of the replica that owns the process:
+	// the runtime sends its reports there from now on.
+	Owner string `json:"owner,omitempty"`
+	// Replicas are the URLs of the live control-plane replicas, for the
+	// runtime to try when the one it reports to stops answering.
+	Replicas []string `json:"replicas,omitempty"`
 }
 
 // Snapshot reports a snapshot the runtime wrote. Final marks the swap-out:
 // the process exits right after.
 type Snapshot struct {
-	App      string `json:"app"`
-	PID      string `json:"pid"`
-	Instance string `json:"instance"`
-	Key      string `json:"key"`
-	Bytes    int64  `json:"bytes"`
-	Final    bool   `json:"final"`
+	App        string `json:"app"`
+	PID        string `json:"pid"`
+	Generation uint64 `json:"generation"`
+	Key        string `json:"key"`
+	Bytes      int64  `json:"bytes"`
+	Final      bool   `json:"final"`
 }
 
-// SnapshotKey is where the snapshot of app/pid lives in the swap store.
-func SnapshotKey(app, pid string) string { return "snapshots/" + app + "/" + pid }
+// SnapshotKey is where the seq-th snapshot that generation gen of app/pid
+// writes goes in the swap store. Every write has a key of its own, and the
+// process record names the one to restore: a late write of a process
+// presumed dead lands beside the newer snapshots, never over them.
+func SnapshotKey(app, pid string, gen, seq uint64) string {
+	return fmt.Sprintf("%s%d-%d", SnapshotPrefix(app, pid), gen, seq)
+}
+
+// OrphanSeq numbers the final snapshot of a runtime that lost every control
+// plane: no report names it, so a replica looks for it under this fixed
+// key of the record's generation before it starts the process anew.
+const OrphanSeq = 1 << 62
+
+// SnapshotPrefix starts the keys of every snapshot of app/pid.
+func SnapshotPrefix(app, pid string) string { return "snapshots/" + app + "/" + pid + "/" }
+
+// ParseSnapshotKey returns the generation and sequence number of a key that
+// SnapshotKey made for app/pid.
+func ParseSnapshotKey(app, pid, key string) (gen, seq uint64, ok bool) {
+	rest, found := strings.CutPrefix(key, SnapshotPrefix(app, pid))
+	if !found {
+		return 0, 0, false
+	}
+	g, q, found := strings.Cut(rest, "-")
+	if !found {
+		return 0, 0, false
+	}
+	gen, err1 := strconv.ParseUint(g, 10, 64)
+	seq, err2 := strconv.ParseUint(q, 10, 64)
+	return gen, seq, err1 == nil && err2 == nil
+}

@@ -55,6 +55,13 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 		{"Backup", testBackup},
 		{"BackupAbsent", testBackupAbsent},
 		{"BackupConcurrent", testBackupConcurrent},
+		{"AppRevision", testAppRevision},
+		{"ProcessRevision", testProcessRevision},
+		{"UpdateProcessCounter", testUpdateProcessCounter},
+		{"UpdateProcessOneWins", testUpdateProcessOneWins},
+		{"UpdateAppOneWins", testUpdateAppOneWins},
+		{"LeaseOneWins", testLeaseOneWins},
+		{"Replicas", testReplicas},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,8 +82,10 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 	})
 }
 
+// newApp and newProcess return records as a create stores them, with
+// revision 1.
 func newApp(name string) store.App {
-	return store.App{Name: name, Image: "img:" + name, Secret: "s3cret-" + name, CreatedAt: t0}
+	return store.App{Name: name, Image: "img:" + name, Secret: "s3cret-" + name, CreatedAt: t0, Revision: 1}
 }
 
 func newProcess(app, pid string) store.Process {
@@ -85,7 +94,19 @@ func newProcess(app, pid string) store.Process {
 		Address: "127.0.0.1:4000", Handle: "1234", Snapshot: app + "/" + pid + "/1",
 		Usage:     store.Usage{Invocations: 3, BusyNanos: 4e9, BytesIn: 10, BytesOut: 20},
 		CreatedAt: t0, UpdatedAt: t0.Add(1e9), LastActive: t0.Add(2e9),
+		Revision: 1, Generation: 3, Owner: "cp-" + pid,
 	}
+}
+
+// createProcess creates p, checks that CreateProcess returns it as stored,
+// with revision 1, and returns that.
+func createProcess(t *testing.T, ctx context.Context, m store.Metadata, p store.Process) store.Process {
+	t.Helper()
+	got, err := m.CreateProcess(ctx, p)
+	must(t, "CreateProcess "+p.App+"/"+p.PID, err)
+	p.Revision = 1
+	diff(t, "CreateProcess result", got, p)
+	return got
 }
 
 func newMessage(i int) store.Message {
@@ -174,7 +195,7 @@ func testDeleteAppCascades(t *testing.T, ctx context.Context, m store.Metadata) 
 	for _, app := range []string{"doomed", "kept"} {
 		must(t, "CreateApp", m.CreateApp(ctx, newApp(app)))
 		for _, pid := range []string{"p1", "p2"} {
-			must(t, "CreateProcess", m.CreateProcess(ctx, newProcess(app, pid)))
+			createProcess(t, ctx, m, newProcess(app, pid))
 			_, err := m.AppendBackup(ctx, app, pid, newMessage(1))
 			must(t, "AppendBackup", err)
 		}
@@ -197,7 +218,7 @@ func testDeleteAppCascades(t *testing.T, ctx context.Context, m store.Metadata) 
 	procs, err := m.ListProcesses(ctx, "doomed")
 	must(t, "ListProcesses", err)
 	diff(t, "processes of recreated app", procs, []store.Process{})
-	must(t, "CreateProcess again", m.CreateProcess(ctx, newProcess("doomed", "p1")))
+	createProcess(t, ctx, m, newProcess("doomed", "p1"))
 	msgs, err := m.ListBackup(ctx, "doomed", "p1")
 	must(t, "ListBackup", err)
 	diff(t, "backup of recreated process", msgs, []store.Message{})
@@ -222,7 +243,7 @@ func testDeleteAppRacesCreate(t *testing.T, ctx context.Context, m store.Metadat
 		wg.Go(func() {
 			for i := range 10 {
 				pid := fmt.Sprintf("p%d", i)
-				if err := m.CreateProcess(ctx, newProcess("web", pid)); err != nil {
+				if _, err := m.CreateProcess(ctx, newProcess("web", pid)); err != nil {
 					wantErr(t, "CreateProcess racing DeleteApp", err, errs.ErrNotFound)
 					continue
 				}
@@ -262,6 +283,7 @@ func testBumpEpoch(t *testing.T, ctx context.Context, m store.Metadata) {
 		}
 	}
 	app.Epoch = 44
+	app.Revision = 4 // each bump is a write
 	got, err := m.GetApp(ctx, "web")
 	must(t, "GetApp", err)
 	diff(t, "app after BumpEpoch", got, app)
@@ -306,21 +328,24 @@ func testBumpEpochConcurrent(t *testing.T, ctx context.Context, m store.Metadata
 }
 
 func testProcessNotFound(t *testing.T, ctx context.Context, m store.Metadata) {
-	wantErr(t, "CreateProcess in absent app", m.CreateProcess(ctx, newProcess("nope", "p1")), errs.ErrNotFound)
+	_, err := m.CreateProcess(ctx, newProcess("nope", "p1"))
+	wantErr(t, "CreateProcess in absent app", err, errs.ErrNotFound)
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
-	_, err := m.GetProcess(ctx, "web", "p1")
+	_, err = m.GetProcess(ctx, "web", "p1")
 	wantErr(t, "GetProcess", err, errs.ErrNotFound)
 	_, err = m.GetProcess(ctx, "nope", "p1")
 	wantErr(t, "GetProcess in absent app", err, errs.ErrNotFound)
-	wantErr(t, "PutProcess", m.PutProcess(ctx, newProcess("web", "p1")), errs.ErrNotFound)
-	wantErr(t, "PutProcess in absent app", m.PutProcess(ctx, newProcess("nope", "p1")), errs.ErrNotFound)
+	_, err = m.UpdateProcess(ctx, newProcess("web", "p1"))
+	wantErr(t, "UpdateProcess", err, errs.ErrNotFound)
+	_, err = m.UpdateProcess(ctx, newProcess("nope", "p1"))
+	wantErr(t, "UpdateProcess in absent app", err, errs.ErrNotFound)
 	wantErr(t, "DeleteProcess", m.DeleteProcess(ctx, "web", "p1"), errs.ErrNotFound)
 	wantErr(t, "DeleteProcess in absent app", m.DeleteProcess(ctx, "nope", "p1"), errs.ErrNotFound)
-	// A failed PutProcess must not have created the process.
+	// A failed UpdateProcess must not have created the process.
 	_, err = m.GetProcess(ctx, "web", "p1")
-	wantErr(t, "GetProcess after PutProcess", err, errs.ErrNotFound)
+	wantErr(t, "GetProcess after UpdateProcess", err, errs.ErrNotFound)
 
-	must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("web", "p1")))
+	createProcess(t, ctx, m, newProcess("web", "p1"))
 	must(t, "DeleteProcess", m.DeleteProcess(ctx, "web", "p1"))
 	_, err = m.GetProcess(ctx, "web", "p1")
 	wantErr(t, "GetProcess after DeleteProcess", err, errs.ErrNotFound)
@@ -331,7 +356,7 @@ func testProcessRoundTrip(t *testing.T, ctx context.Context, m store.Metadata) {
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
 	p := newProcess("web", "p1")
 	p.Status = store.StatusAllocating
-	must(t, "CreateProcess", m.CreateProcess(ctx, p))
+	createProcess(t, ctx, m, p)
 	got, err := m.GetProcess(ctx, "web", "p1")
 	must(t, "GetProcess", err)
 	diff(t, "GetProcess", got, p)
@@ -341,19 +366,25 @@ func testProcessRoundTrip(t *testing.T, ctx context.Context, m store.Metadata) {
 	p.Snapshot = "web/p1/2"
 	p.Usage.Invocations++
 	p.UpdatedAt = t0.Add(time.Hour)
-	must(t, "PutProcess", m.PutProcess(ctx, p))
+	p.Generation++
+	p.Owner = ""
+	stored, err := m.UpdateProcess(ctx, p)
+	must(t, "UpdateProcess", err)
+	p.Revision++
+	diff(t, "UpdateProcess result", stored, p)
 	got, err = m.GetProcess(ctx, "web", "p1")
-	must(t, "GetProcess after PutProcess", err)
-	diff(t, "GetProcess after PutProcess", got, p)
+	must(t, "GetProcess after UpdateProcess", err)
+	diff(t, "GetProcess after UpdateProcess", got, p)
 }
 
 func testCreateProcessAlreadyExists(t *testing.T, ctx context.Context, m store.Metadata) {
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
 	p := newProcess("web", "p1")
-	must(t, "CreateProcess", m.CreateProcess(ctx, p))
+	createProcess(t, ctx, m, p)
 	dup := p
 	dup.Status = store.StatusFailed
-	wantErr(t, "second CreateProcess", m.CreateProcess(ctx, dup), errs.ErrAlreadyExists)
+	_, err := m.CreateProcess(ctx, dup)
+	wantErr(t, "second CreateProcess", err, errs.ErrAlreadyExists)
 	got, err := m.GetProcess(ctx, "web", "p1")
 	must(t, "GetProcess", err)
 	diff(t, "process after failed CreateProcess", got, p)
@@ -369,9 +400,9 @@ func testListProcessesSortedPerApp(t *testing.T, ctx context.Context, m store.Me
 	diff(t, "ListProcesses of empty app", procs, []store.Process{})
 
 	for _, pid := range []string{"p10", "p2", "P1", "p1", "b"} {
-		must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("a", pid)))
+		createProcess(t, ctx, m, newProcess("a", pid))
 	}
-	must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("ab", "c")))
+	createProcess(t, ctx, m, newProcess("ab", "c"))
 
 	procs, err = m.ListProcesses(ctx, "a")
 	must(t, "ListProcesses", err)
@@ -393,12 +424,21 @@ func testNamesWithSeparators(t *testing.T, ctx context.Context, m store.Metadata
 		if _, err := m.GetApp(ctx, p[0]); err != nil {
 			must(t, "CreateApp "+p[0], m.CreateApp(ctx, newApp(p[0])))
 		}
-		must(t, "CreateProcess "+p[0]+" "+p[1], m.CreateProcess(ctx, newProcess(p[0], p[1])))
+		createProcess(t, ctx, m, newProcess(p[0], p[1]))
+	}
+	// Give each process its own revision, so that shared revision keys show.
+	for i, p := range pairs {
+		for range i {
+			_, err := store.UpdateProcess(ctx, m, p[0], p[1], func(*store.Process) error { return nil })
+			must(t, "UpdateProcess", err)
+		}
 	}
 	for i, p := range pairs {
 		got, err := m.GetProcess(ctx, p[0], p[1])
 		must(t, "GetProcess", err)
-		diff(t, "GetProcess", got, newProcess(p[0], p[1]))
+		want := newProcess(p[0], p[1])
+		want.Revision += uint64(i)
+		diff(t, "GetProcess", got, want)
 		for range i + 1 {
 			_, err := m.AppendBackup(ctx, p[0], p[1], newMessage(i))
 			must(t, "AppendBackup", err)
@@ -413,7 +453,9 @@ func testNamesWithSeparators(t *testing.T, ctx context.Context, m store.Metadata
 	}
 	procs, err := m.ListProcesses(ctx, "a")
 	must(t, "ListProcesses", err)
-	diff(t, "ListProcesses(a)", procs, []store.Process{newProcess("a", "b/c"), newProcess("a", "b:c")})
+	bc, bColonC := newProcess("a", "b/c"), newProcess("a", "b:c")
+	bc.Revision, bColonC.Revision = 4, 2 // pairs[3] and pairs[1]
+	diff(t, "ListProcesses(a)", procs, []store.Process{bc, bColonC})
 	must(t, "DeleteApp", m.DeleteApp(ctx, "a"))
 	got, err := m.GetProcess(ctx, "a:b", "c")
 	must(t, "GetProcess of a sibling after DeleteApp", err)
@@ -428,7 +470,7 @@ func testNamesWithSeparators(t *testing.T, ctx context.Context, m store.Metadata
 func testDeleteProcessRemovesBackup(t *testing.T, ctx context.Context, m store.Metadata) {
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
 	for _, pid := range []string{"p1", "p2"} {
-		must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("web", pid)))
+		createProcess(t, ctx, m, newProcess("web", pid))
 		for i := range 3 {
 			_, err := m.AppendBackup(ctx, "web", pid, newMessage(i))
 			must(t, "AppendBackup", err)
@@ -439,7 +481,7 @@ func testDeleteProcessRemovesBackup(t *testing.T, ctx context.Context, m store.M
 	must(t, "ListBackup of deleted process", err)
 	diff(t, "ListBackup of deleted process", msgs, []store.Message{})
 
-	must(t, "CreateProcess again", m.CreateProcess(ctx, newProcess("web", "p1")))
+	createProcess(t, ctx, m, newProcess("web", "p1"))
 	msgs, err = m.ListBackup(ctx, "web", "p1")
 	must(t, "ListBackup of recreated process", err)
 	diff(t, "ListBackup of recreated process", msgs, []store.Message{})
@@ -453,8 +495,8 @@ func testDeleteProcessRemovesBackup(t *testing.T, ctx context.Context, m store.M
 
 func testBackup(t *testing.T, ctx context.Context, m store.Metadata) {
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
-	must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("web", "p1")))
-	must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("web", "p2")))
+	createProcess(t, ctx, m, newProcess("web", "p1"))
+	createProcess(t, ctx, m, newProcess("web", "p2"))
 
 	msgs, err := m.ListBackup(ctx, "web", "p1")
 	must(t, "ListBackup of empty queue", err)
@@ -536,7 +578,7 @@ func testBackupAbsent(t *testing.T, ctx context.Context, m store.Metadata) {
 
 func testBackupConcurrent(t *testing.T, ctx context.Context, m store.Metadata) {
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
-	must(t, "CreateProcess", m.CreateProcess(ctx, newProcess("web", "p1")))
+	createProcess(t, ctx, m, newProcess("web", "p1"))
 	const workers, each = 6, 20
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -576,18 +618,36 @@ func testBackupConcurrent(t *testing.T, ctx context.Context, m store.Metadata) {
 
 func (s *metadataSuite) testPersistence(t *testing.T, ctx context.Context) {
 	m := s.open(t)
-	app := newApp("web")
-	must(t, "CreateApp", m.CreateApp(ctx, app))
+	must(t, "CreateApp", m.CreateApp(ctx, newApp("web")))
 	must(t, "CreateApp", m.CreateApp(ctx, newApp("gone")))
 	must(t, "DeleteApp", m.DeleteApp(ctx, "gone"))
 	epoch, err := m.BumpEpoch(ctx, "web")
 	must(t, "BumpEpoch", err)
-	app.Epoch = epoch
-	p1, p2 := newProcess("web", "p1"), newProcess("web", "p2")
-	must(t, "CreateProcess", m.CreateProcess(ctx, p1))
-	must(t, "CreateProcess", m.CreateProcess(ctx, p2))
+	app, err := m.GetApp(ctx, "web")
+	must(t, "GetApp", err)
+	app.Image = "img:v2"
+	app, err = m.UpdateApp(ctx, app)
+	must(t, "UpdateApp", err)
+
+	p1 := createProcess(t, ctx, m, newProcess("web", "p1"))
+	p2 := createProcess(t, ctx, m, newProcess("web", "p2"))
 	p1.Status = store.StatusSwapped
-	must(t, "PutProcess", m.PutProcess(ctx, p1))
+	p1.Owner = ""
+	p1, err = m.UpdateProcess(ctx, p1)
+	must(t, "UpdateProcess p1", err)
+	for _, owner := range []string{"cp-x", "cp-y"} { // two takeovers
+		p2.Owner = owner
+		p2.Generation++
+		p2, err = m.UpdateProcess(ctx, p2)
+		must(t, "UpdateProcess p2", err)
+	}
+
+	replicas := []store.Replica{newReplica("cp-x", time.Minute), newReplica("cp-y", -time.Minute)}
+	for _, r := range append(replicas, newReplica("cp-z", 0)) {
+		must(t, "PutReplica", m.PutReplica(ctx, r))
+	}
+	must(t, "DeleteReplica", m.DeleteReplica(ctx, "cp-z"))
+
 	var msgs []store.Message
 	for i := range 4 {
 		msg := newMessage(i)
@@ -607,6 +667,9 @@ func (s *metadataSuite) testPersistence(t *testing.T, ctx context.Context) {
 	procs, err := m.ListProcesses(ctx, "web")
 	must(t, "ListProcesses after reopen", err)
 	diff(t, "ListProcesses after reopen", procs, []store.Process{p1, p2})
+	gotReplicas, err := m.ListReplicas(ctx)
+	must(t, "ListReplicas after reopen", err)
+	diff(t, "ListReplicas after reopen", gotReplicas, replicas)
 	got, err := m.ListBackup(ctx, "web", "p1")
 	must(t, "ListBackup after reopen", err)
 	diff(t, "ListBackup after reopen", got, msgs)
@@ -617,6 +680,15 @@ func (s *metadataSuite) testPersistence(t *testing.T, ctx context.Context) {
 	if epoch2 != epoch+1 {
 		t.Errorf("BumpEpoch after reopen = %d, want %d", epoch2, epoch+1)
 	}
+	gotApp, err := m.GetApp(ctx, "web")
+	must(t, "GetApp after reopen", err)
+	if gotApp.Revision != app.Revision+1 {
+		t.Errorf("app revision after reopen and BumpEpoch = %d, want %d", gotApp.Revision, app.Revision+1)
+	}
+	_, err = m.UpdateProcess(ctx, p2)
+	must(t, "UpdateProcess after reopen", err)
+	_, err = m.UpdateProcess(ctx, p2) // now stale
+	wantErr(t, "stale UpdateProcess after reopen", err, errs.ErrFailedPrecondition)
 	seq, err := m.AppendBackup(ctx, "web", "p1", newMessage(9))
 	must(t, "AppendBackup after reopen", err)
 	if last := msgs[len(msgs)-1].Seq; seq <= last {

@@ -4,8 +4,8 @@
 //
 // Each test of a suite opens a fresh, empty store with the open function the
 // driver passes in; the suite closes it. A driver whose data outlives a Close
-// (all of them) also passes a reopen function, and the suite then checks that
-// acknowledged writes survive.
+// (all but the in-memory store) also passes a reopen function, and the suite
+// then checks that acknowledged writes survive.
 package storetest
 
 import (

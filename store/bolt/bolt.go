@@ -2,15 +2,20 @@
 // default metadata store of a single-machine praas, kept in one file under the
 // data directory.
 //
-// Records are JSON. The file holds three top-level buckets:
+// Records are JSON. The file holds four top-level buckets:
 //
-//	apps     name -> App
-//	procs    app (bucket) -> pid -> Process
-//	backups  app (bucket) -> pid (bucket) -> big-endian seq -> Message
+//	apps      name -> App
+//	procs     app (bucket) -> pid -> Process
+//	backups   app (bucket) -> pid (bucket) -> big-endian seq -> Message
+//	replicas  id -> Replica
 //
 // Sequence numbers come from the NextSequence counter of the (app, pid)
-// bucket. Every write is one bbolt transaction, fsynced before it returns.
-// bbolt locks the file, so one database can be open in one process only.
+// bucket. Revisions are kept in the records themselves; a record written
+// before revisions existed reads as revision 0 and can be updated as such.
+// Every write is one bbolt transaction, fsynced before it returns; bbolt runs
+// one writer at a time, so a read-compare-write inside one transaction is a
+// compare-and-set. bbolt locks the file, so one database can be open in one
+// process only.
 package bolt
 
 import (
@@ -30,9 +35,10 @@ import (
 )
 
 var (
-	bucketApps    = []byte("apps")
-	bucketProcs   = []byte("procs")
-	bucketBackups = []byte("backups")
+	bucketApps     = []byte("apps")
+	bucketProcs    = []byte("procs")
+	bucketBackups  = []byte("backups")
+	bucketReplicas = []byte("replicas")
 )
 
 // openTimeout bounds the wait for the file lock held by another process.
@@ -60,7 +66,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups} {
+		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups, bucketReplicas} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -105,6 +111,7 @@ func (s *Store) CreateApp(ctx context.Context, app store.App) error {
 		if apps.Get([]byte(app.Name)) != nil {
 			return fmt.Errorf("app %q: %w", app.Name, errs.ErrAlreadyExists)
 		}
+		app.Revision = 1
 		return putJSON(apps, []byte(app.Name), app)
 	})
 }
@@ -154,26 +161,47 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 	})
 }
 
+func (s *Store) UpdateApp(ctx context.Context, app store.App) (store.App, error) {
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		old, err := getApp(tx, app.Name)
+		if err != nil {
+			return err
+		}
+		if old.Revision != app.Revision {
+			return fmt.Errorf("app %q: stale revision %d, stored is %d: %w",
+				app.Name, app.Revision, old.Revision, errs.ErrFailedPrecondition)
+		}
+		app.Epoch = old.Epoch // BumpEpoch owns it
+		app.Revision++
+		return putJSON(tx.Bucket(bucketApps), []byte(app.Name), app)
+	})
+	if err != nil {
+		return store.App{}, err
+	}
+	return app, nil
+}
+
 func (s *Store) BumpEpoch(ctx context.Context, name string) (uint64, error) {
 	var epoch uint64
 	err := s.update(ctx, func(tx *bbolt.Tx) error {
-		// bbolt runs one writer at a time, so read-modify-write is atomic.
 		app, err := getApp(tx, name)
 		if err != nil {
 			return err
 		}
 		app.Epoch++
+		app.Revision++
 		epoch = app.Epoch
 		return putJSON(tx.Bucket(bucketApps), []byte(name), app)
 	})
 	return epoch, err
 }
 
-func (s *Store) CreateProcess(ctx context.Context, p store.Process) error {
+func (s *Store) CreateProcess(ctx context.Context, p store.Process) (store.Process, error) {
 	if p.PID == "" {
-		return fmt.Errorf("bolt: empty pid: %w", errs.ErrInvalidArgument)
+		return store.Process{}, fmt.Errorf("bolt: empty pid: %w", errs.ErrInvalidArgument)
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	p.Revision = 1
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
 		if _, err := getApp(tx, p.App); err != nil {
 			return err
 		}
@@ -186,16 +214,37 @@ func (s *Store) CreateProcess(ctx context.Context, p store.Process) error {
 		}
 		return putJSON(procs, []byte(p.PID), p)
 	})
+	if err != nil {
+		return store.Process{}, err
+	}
+	return p, nil
 }
 
-func (s *Store) PutProcess(ctx context.Context, p store.Process) error {
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+func (s *Store) UpdateProcess(ctx context.Context, p store.Process) (store.Process, error) {
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		var v []byte
 		procs := tx.Bucket(bucketProcs).Bucket([]byte(p.App))
-		if procs == nil || procs.Get([]byte(p.PID)) == nil {
+		if procs != nil {
+			v = procs.Get([]byte(p.PID))
+		}
+		if v == nil {
 			return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrNotFound)
 		}
+		var old store.Process
+		if err := json.Unmarshal(v, &old); err != nil {
+			return fmt.Errorf("bolt: decode process %s/%s: %w", p.App, p.PID, err)
+		}
+		if old.Revision != p.Revision {
+			return fmt.Errorf("process %s/%s: stale revision %d, stored is %d: %w",
+				p.App, p.PID, p.Revision, old.Revision, errs.ErrFailedPrecondition)
+		}
+		p.Revision++
 		return putJSON(procs, []byte(p.PID), p)
 	})
+	if err != nil {
+		return store.Process{}, err
+	}
+	return p, nil
 }
 
 func (s *Store) GetProcess(ctx context.Context, app, pid string) (store.Process, error) {
@@ -313,6 +362,36 @@ func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) er
 			}
 		}
 		return nil
+	})
+}
+
+func (s *Store) PutReplica(ctx context.Context, r store.Replica) error {
+	if r.ID == "" {
+		return fmt.Errorf("bolt: empty replica id: %w", errs.ErrInvalidArgument)
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		return putJSON(tx.Bucket(bucketReplicas), []byte(r.ID), r)
+	})
+}
+
+func (s *Store) ListReplicas(ctx context.Context) ([]store.Replica, error) {
+	replicas := []store.Replica{}
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketReplicas).ForEach(func(k, v []byte) error {
+			var r store.Replica
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("bolt: decode replica %q: %w", k, err)
+			}
+			replicas = append(replicas, r)
+			return nil
+		})
+	})
+	return replicas, err
+}
+
+func (s *Store) DeleteReplica(ctx context.Context, id string) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketReplicas).Delete([]byte(id)) // nil if absent
 	})
 }
 

@@ -6,16 +6,26 @@
 // with the prefix, "praas:" by default, so several installations or tests can
 // share one server:
 //
-//	P+"apps"                hash   name -> App JSON (Epoch not used)
+//	P+"apps"                hash   name -> App JSON (Epoch, Revision not used)
 //	P+"epochs"              hash   name -> epoch
-//	P+"procs:"+A            hash   pid  -> Process JSON
+//	P+"apprevs"             hash   name -> app revision
+//	P+"procs:"+A            hash   pid  -> Process JSON (Revision not used)
+//	P+"revs:"+A             hash   pid  -> process revision
 //	P+"seqs:"+A             hash   pid  -> last backup seq
 //	P+"backup:"+A+":"+I     zset   score seq, member "seq JSON"
+//	P+"replicas"            hash   id   -> Replica JSON
 //
 // where A and I are the app name and pid query-escaped (so they never contain
 // ':'). Writes that check and modify several keys run as Lua scripts, which
 // Redis executes atomically; DeleteApp, whose keys depend on data, is an
 // optimistic WATCH/MULTI transaction.
+//
+// Revisions live in their own hashes, beside the JSON, so that the
+// compare-and-set scripts of UpdateApp and UpdateProcess compare two decimal
+// strings instead of decoding JSON, and so that BumpEpoch can bump the app's
+// revision without rewriting its record. A record written before revisions
+// existed has no revision field; it reads as revision 0 and can be updated
+// as such.
 //
 // Durability is the server's: a write survives a restart of Redis only if the
 // server persists it (appendonly yes, appendfsync always for every write).
@@ -80,10 +90,15 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 // Close closes the connections to the server.
 func (s *Store) Close() error { return s.rdb.Close() }
 
-func (s *Store) appsKey() string   { return s.prefix + "apps" }
-func (s *Store) epochsKey() string { return s.prefix + "epochs" }
+func (s *Store) appsKey() string     { return s.prefix + "apps" }
+func (s *Store) epochsKey() string   { return s.prefix + "epochs" }
+func (s *Store) appRevsKey() string  { return s.prefix + "apprevs" }
+func (s *Store) replicasKey() string { return s.prefix + "replicas" }
 func (s *Store) procsKey(app string) string {
 	return s.prefix + "procs:" + url.QueryEscape(app)
+}
+func (s *Store) revsKey(app string) string {
+	return s.prefix + "revs:" + url.QueryEscape(app)
 }
 func (s *Store) seqsKey(app string) string {
 	return s.prefix + "seqs:" + url.QueryEscape(app)
@@ -94,34 +109,53 @@ func (s *Store) backupKey(app, pid string) string {
 
 // The scripts return 1 on success and 0 or -1 for the failures they name.
 var (
-	// KEYS apps, epochs; ARGV name, app JSON, epoch. 0: exists.
+	// KEYS apps, epochs, apprevs; ARGV name, app JSON, epoch. 0: exists.
 	createAppScript = redis.NewScript(`
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], 1)
 return 1`)
 
-	// KEYS apps, epochs; ARGV name. -1: no app; else the new epoch.
+	// KEYS apps, apprevs, epochs; ARGV name, expected revision, app JSON.
+	// {-1}: no app; {0, stored revision}: stale; {1, new revision, epoch}.
+	// A missing revision field is revision 0.
+	updateAppScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {-1} end
+local rev = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+if rev ~= ARGV[2] then return {0, rev} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local new = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return {1, new, redis.call('HGET', KEYS[3], ARGV[1]) or '0'}`)
+
+	// KEYS apps, epochs, apprevs; ARGV name. -1: no app; else the new epoch.
 	bumpEpochScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)`)
 
-	// KEYS apps, procs; ARGV app, pid, process JSON. -1: no app; 0: exists.
+	// KEYS apps, procs, revs; ARGV app, pid, process JSON. -1: no app; 0: exists.
 	createProcessScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[2], 1)
 return 1`)
 
-	// KEYS procs; ARGV pid, process JSON. 0: no process.
-	putProcessScript = redis.NewScript(`
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`)
+	// KEYS procs, revs; ARGV pid, expected revision, process JSON.
+	// {-1}: no process; {0, stored revision}: stale; {1, new revision}.
+	// A missing revision field is revision 0.
+	updateProcessScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {-1} end
+local rev = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+if rev ~= ARGV[2] then return {0, rev} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {1, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}`)
 
-	// KEYS procs, seqs, backup; ARGV pid. 0: no process.
+	// KEYS procs, seqs, backup, revs; ARGV pid. 0: no process.
 	deleteProcessScript = redis.NewScript(`
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[4], ARGV[1])
 return 1`)
 
 	// KEYS procs, seqs, backup; ARGV pid, message JSON. -1: no process;
@@ -139,12 +173,11 @@ func (s *Store) CreateApp(ctx context.Context, app store.App) error {
 		return fmt.Errorf("redis: empty app name: %w", errs.ErrInvalidArgument)
 	}
 	epoch := app.Epoch
-	app.Epoch = 0 // kept in the epochs hash
-	data, err := json.Marshal(app)
+	data, err := encodeApp(app)
 	if err != nil {
 		return err
 	}
-	r, err := createAppScript.Run(ctx, s.rdb, []string{s.appsKey(), s.epochsKey()},
+	r, err := createAppScript.Run(ctx, s.rdb, []string{s.appsKey(), s.epochsKey(), s.appRevsKey()},
 		app.Name, data, strconv.FormatUint(epoch, 10)).Int64()
 	if err != nil {
 		return fmt.Errorf("redis: create app %q: %w", app.Name, err)
@@ -156,10 +189,11 @@ func (s *Store) CreateApp(ctx context.Context, app store.App) error {
 }
 
 func (s *Store) GetApp(ctx context.Context, name string) (store.App, error) {
-	var app, epoch *redis.StringCmd
+	var app, epoch, rev *redis.StringCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		app = p.HGet(ctx, s.appsKey(), name)
 		epoch = p.HGet(ctx, s.epochsKey(), name)
+		rev = p.HGet(ctx, s.appRevsKey(), name)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) { // Nil: a field is absent
@@ -168,14 +202,15 @@ func (s *Store) GetApp(ctx context.Context, name string) (store.App, error) {
 	if errors.Is(app.Err(), redis.Nil) {
 		return store.App{}, fmt.Errorf("app %q: %w", name, errs.ErrNotFound)
 	}
-	return decodeApp(name, app.Val(), epoch.Val())
+	return decodeApp(name, app.Val(), epoch.Val(), rev.Val())
 }
 
 func (s *Store) ListApps(ctx context.Context) ([]store.App, error) {
-	var apps, epochs *redis.MapStringStringCmd
+	var apps, epochs, revs *redis.MapStringStringCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		apps = p.HGetAll(ctx, s.appsKey())
 		epochs = p.HGetAll(ctx, s.epochsKey())
+		revs = p.HGetAll(ctx, s.appRevsKey())
 		return nil
 	})
 	if err != nil {
@@ -183,7 +218,7 @@ func (s *Store) ListApps(ctx context.Context) ([]store.App, error) {
 	}
 	list := make([]store.App, 0, len(apps.Val()))
 	for name, data := range apps.Val() {
-		app, err := decodeApp(name, data, epochs.Val()[name])
+		app, err := decodeApp(name, data, epochs.Val()[name], revs.Val()[name])
 		if err != nil {
 			return nil, err
 		}
@@ -193,19 +228,92 @@ func (s *Store) ListApps(ctx context.Context) ([]store.App, error) {
 	return list, nil
 }
 
-func decodeApp(name, data, epoch string) (store.App, error) {
+// encodeApp returns app's JSON without the fields kept in their own hashes.
+func encodeApp(app store.App) ([]byte, error) {
+	app.Epoch, app.Revision = 0, 0
+	return json.Marshal(app)
+}
+
+// decodeApp builds an app from its JSON, epoch and revision fields; an empty
+// field (absent) is 0.
+func decodeApp(name, data, epoch, rev string) (store.App, error) {
 	var app store.App
 	if err := json.Unmarshal([]byte(data), &app); err != nil {
 		return app, fmt.Errorf("redis: decode app %q: %w", name, err)
 	}
-	if epoch != "" {
-		e, err := strconv.ParseUint(epoch, 10, 64)
-		if err != nil {
-			return app, fmt.Errorf("redis: decode epoch of app %q: %w", name, err)
-		}
-		app.Epoch = e
+	var err error
+	if app.Epoch, err = parseCounter(epoch); err != nil {
+		return app, fmt.Errorf("redis: decode epoch of app %q: %w", name, err)
+	}
+	if app.Revision, err = parseCounter(rev); err != nil {
+		return app, fmt.Errorf("redis: decode revision of app %q: %w", name, err)
 	}
 	return app, nil
+}
+
+// encodeProcess returns p's JSON without the revision, kept in its own hash.
+func encodeProcess(p store.Process) ([]byte, error) {
+	p.Revision = 0
+	return json.Marshal(p)
+}
+
+// decodeProcess builds a process from its JSON and revision field.
+func decodeProcess(app, pid, data, rev string) (store.Process, error) {
+	var p store.Process
+	if err := json.Unmarshal([]byte(data), &p); err != nil {
+		return p, fmt.Errorf("redis: decode process %s/%s: %w", app, pid, err)
+	}
+	var err error
+	if p.Revision, err = parseCounter(rev); err != nil {
+		return p, fmt.Errorf("redis: decode revision of process %s/%s: %w", app, pid, err)
+	}
+	return p, nil
+}
+
+// parseCounter parses a counter field, "" (absent) being 0.
+func parseCounter(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+// casReply decodes the reply of a compare-and-set script: a status (-1
+// absent, 0 stale, 1 written) and then counters as integers or decimal
+// strings.
+func casReply(cmd *redis.Cmd) (status int64, vals []uint64, err error) {
+	reply, err := cmd.Slice()
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(reply) == 0 {
+		return 0, nil, errors.New("empty script reply")
+	}
+	status, ok := reply[0].(int64)
+	if !ok {
+		return 0, nil, fmt.Errorf("script reply status is %T", reply[0])
+	}
+	for _, v := range reply[1:] {
+		switch v := v.(type) {
+		case int64:
+			vals = append(vals, uint64(v))
+		case string:
+			n, err := parseCounter(v)
+			if err != nil {
+				return 0, nil, fmt.Errorf("script reply: %w", err)
+			}
+			vals = append(vals, n)
+		default:
+			return 0, nil, fmt.Errorf("script reply value is %T", v)
+		}
+	}
+	switch {
+	case status == -1:
+	case (status == 0 || status == 1) && len(vals) > 0:
+	default:
+		return 0, nil, fmt.Errorf("malformed script reply %v", reply)
+	}
+	return status, vals, nil
 }
 
 func (s *Store) DeleteApp(ctx context.Context, name string) error {
@@ -225,13 +333,14 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		keys := []string{procsKey, s.seqsKey(name)}
+		keys := []string{procsKey, s.seqsKey(name), s.revsKey(name)}
 		for _, pid := range pids {
 			keys = append(keys, s.backupKey(name, pid))
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HDel(ctx, s.appsKey(), name)
 			p.HDel(ctx, s.epochsKey(), name)
+			p.HDel(ctx, s.appRevsKey(), name)
 			p.Del(ctx, keys...)
 			return nil
 		})
@@ -250,8 +359,32 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 	return fmt.Errorf("redis: delete app %q: too much contention: %w", name, errs.ErrUnavailable)
 }
 
+func (s *Store) UpdateApp(ctx context.Context, app store.App) (store.App, error) {
+	data, err := encodeApp(app)
+	if err != nil {
+		return store.App{}, err
+	}
+	keys := []string{s.appsKey(), s.appRevsKey(), s.epochsKey()}
+	status, vals, err := casReply(updateAppScript.Run(ctx, s.rdb, keys,
+		app.Name, strconv.FormatUint(app.Revision, 10), data))
+	switch {
+	case err != nil:
+		return store.App{}, fmt.Errorf("redis: update app %q: %w", app.Name, err)
+	case status < 0:
+		return store.App{}, fmt.Errorf("app %q: %w", app.Name, errs.ErrNotFound)
+	case status == 0:
+		return store.App{}, fmt.Errorf("app %q: stale revision %d, stored is %d: %w",
+			app.Name, app.Revision, vals[0], errs.ErrFailedPrecondition)
+	case len(vals) != 2:
+		return store.App{}, fmt.Errorf("redis: update app %q: malformed script reply", app.Name)
+	}
+	app.Revision, app.Epoch = vals[0], vals[1]
+	return app, nil
+}
+
 func (s *Store) BumpEpoch(ctx context.Context, name string) (uint64, error) {
-	r, err := bumpEpochScript.Run(ctx, s.rdb, []string{s.appsKey(), s.epochsKey()}, name).Int64()
+	keys := []string{s.appsKey(), s.epochsKey(), s.appRevsKey()}
+	r, err := bumpEpochScript.Run(ctx, s.rdb, keys, name).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("redis: bump epoch of %q: %w", name, err)
 	}
@@ -261,63 +394,72 @@ func (s *Store) BumpEpoch(ctx context.Context, name string) (uint64, error) {
 	return uint64(r), nil
 }
 
-func (s *Store) CreateProcess(ctx context.Context, p store.Process) error {
+func (s *Store) CreateProcess(ctx context.Context, p store.Process) (store.Process, error) {
 	if p.PID == "" {
-		return fmt.Errorf("redis: empty pid: %w", errs.ErrInvalidArgument)
+		return store.Process{}, fmt.Errorf("redis: empty pid: %w", errs.ErrInvalidArgument)
 	}
-	data, err := json.Marshal(p)
+	data, err := encodeProcess(p)
 	if err != nil {
-		return err
+		return store.Process{}, err
 	}
-	r, err := createProcessScript.Run(ctx, s.rdb, []string{s.appsKey(), s.procsKey(p.App)},
-		p.App, p.PID, data).Int64()
+	keys := []string{s.appsKey(), s.procsKey(p.App), s.revsKey(p.App)}
+	r, err := createProcessScript.Run(ctx, s.rdb, keys, p.App, p.PID, data).Int64()
 	switch {
 	case err != nil:
-		return fmt.Errorf("redis: create process %s/%s: %w", p.App, p.PID, err)
+		return store.Process{}, fmt.Errorf("redis: create process %s/%s: %w", p.App, p.PID, err)
 	case r < 0:
-		return fmt.Errorf("app %q: %w", p.App, errs.ErrNotFound)
+		return store.Process{}, fmt.Errorf("app %q: %w", p.App, errs.ErrNotFound)
 	case r == 0:
-		return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrAlreadyExists)
+		return store.Process{}, fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrAlreadyExists)
 	}
-	return nil
+	p.Revision = 1
+	return p, nil
 }
 
-func (s *Store) PutProcess(ctx context.Context, p store.Process) error {
-	data, err := json.Marshal(p)
+func (s *Store) UpdateProcess(ctx context.Context, p store.Process) (store.Process, error) {
+	data, err := encodeProcess(p)
 	if err != nil {
-		return err
+		return store.Process{}, err
 	}
-	r, err := putProcessScript.Run(ctx, s.rdb, []string{s.procsKey(p.App)}, p.PID, data).Int64()
-	if err != nil {
-		return fmt.Errorf("redis: put process %s/%s: %w", p.App, p.PID, err)
+	keys := []string{s.procsKey(p.App), s.revsKey(p.App)}
+	status, vals, err := casReply(updateProcessScript.Run(ctx, s.rdb, keys,
+		p.PID, strconv.FormatUint(p.Revision, 10), data))
+	switch {
+	case err != nil:
+		return store.Process{}, fmt.Errorf("redis: update process %s/%s: %w", p.App, p.PID, err)
+	case status < 0:
+		return store.Process{}, fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrNotFound)
+	case status == 0:
+		return store.Process{}, fmt.Errorf("process %s/%s: stale revision %d, stored is %d: %w",
+			p.App, p.PID, p.Revision, vals[0], errs.ErrFailedPrecondition)
 	}
-	if r == 0 {
-		return fmt.Errorf("process %s/%s: %w", p.App, p.PID, errs.ErrNotFound)
-	}
-	return nil
+	p.Revision = vals[0]
+	return p, nil
 }
 
 func (s *Store) GetProcess(ctx context.Context, app, pid string) (store.Process, error) {
-	var p store.Process
-	data, err := s.rdb.HGet(ctx, s.procsKey(app), pid).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return p, fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
+	var data, rev *redis.StringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		data = p.HGet(ctx, s.procsKey(app), pid)
+		rev = p.HGet(ctx, s.revsKey(app), pid)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) { // Nil: a field is absent
+		return store.Process{}, fmt.Errorf("redis: get process %s/%s: %w", app, pid, err)
 	}
-	if err != nil {
-		return p, fmt.Errorf("redis: get process %s/%s: %w", app, pid, err)
+	if errors.Is(data.Err(), redis.Nil) {
+		return store.Process{}, fmt.Errorf("process %s/%s: %w", app, pid, errs.ErrNotFound)
 	}
-	if err := json.Unmarshal(data, &p); err != nil {
-		return p, fmt.Errorf("redis: decode process %s/%s: %w", app, pid, err)
-	}
-	return p, nil
+	return decodeProcess(app, pid, data.Val(), rev.Val())
 }
 
 func (s *Store) ListProcesses(ctx context.Context, app string) ([]store.Process, error) {
 	var exists *redis.BoolCmd
-	var procs *redis.MapStringStringCmd
+	var procs, revs *redis.MapStringStringCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		exists = p.HExists(ctx, s.appsKey(), app)
 		procs = p.HGetAll(ctx, s.procsKey(app))
+		revs = p.HGetAll(ctx, s.revsKey(app))
 		return nil
 	})
 	if err != nil {
@@ -328,9 +470,9 @@ func (s *Store) ListProcesses(ctx context.Context, app string) ([]store.Process,
 	}
 	list := make([]store.Process, 0, len(procs.Val()))
 	for pid, data := range procs.Val() {
-		var p store.Process
-		if err := json.Unmarshal([]byte(data), &p); err != nil {
-			return nil, fmt.Errorf("redis: decode process %s/%s: %w", app, pid, err)
+		p, err := decodeProcess(app, pid, data, revs.Val()[pid])
+		if err != nil {
+			return nil, err
 		}
 		list = append(list, p)
 	}
@@ -339,7 +481,7 @@ func (s *Store) ListProcesses(ctx context.Context, app string) ([]store.Process,
 }
 
 func (s *Store) DeleteProcess(ctx context.Context, app, pid string) error {
-	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid)}
+	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid), s.revsKey(app)}
 	r, err := deleteProcessScript.Run(ctx, s.rdb, keys, pid).Int64()
 	if err != nil {
 		return fmt.Errorf("redis: delete process %s/%s: %w", app, pid, err)
@@ -393,6 +535,44 @@ func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) er
 	err := s.rdb.ZRemRangeByScore(ctx, s.backupKey(app, pid), "-inf", strconv.FormatUint(upTo, 10)).Err()
 	if err != nil {
 		return fmt.Errorf("redis: trim backup %s/%s: %w", app, pid, err)
+	}
+	return nil
+}
+
+func (s *Store) PutReplica(ctx context.Context, r store.Replica) error {
+	if r.ID == "" {
+		return fmt.Errorf("redis: empty replica id: %w", errs.ErrInvalidArgument)
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.HSet(ctx, s.replicasKey(), r.ID, data).Err(); err != nil {
+		return fmt.Errorf("redis: put replica %q: %w", r.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) ListReplicas(ctx context.Context) ([]store.Replica, error) {
+	all, err := s.rdb.HGetAll(ctx, s.replicasKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis: list replicas: %w", err)
+	}
+	list := make([]store.Replica, 0, len(all))
+	for id, data := range all {
+		var r store.Replica
+		if err := json.Unmarshal([]byte(data), &r); err != nil {
+			return nil, fmt.Errorf("redis: decode replica %q: %w", id, err)
+		}
+		list = append(list, r)
+	}
+	slices.SortFunc(list, func(a, b store.Replica) int { return strings.Compare(a.ID, b.ID) })
+	return list, nil
+}
+
+func (s *Store) DeleteReplica(ctx context.Context, id string) error {
+	if err := s.rdb.HDel(ctx, s.replicasKey(), id).Err(); err != nil {
+		return fmt.Errorf("redis: delete replica %q: %w", id, err)
 	}
 	return nil
 }

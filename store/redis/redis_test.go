@@ -8,6 +8,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/testenv"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/redis"
@@ -99,5 +100,59 @@ func TestPrefixIsolates(t *testing.T) {
 	}
 	if apps, err := b.ListApps(t.Context()); err != nil || len(apps) != 0 {
 		t.Errorf("other prefix: ListApps = %v, %v; want none", apps, err)
+	}
+}
+
+// TestRecordsWithoutRevision checks the upgrade path of the package comment:
+// a record written before revisions existed reads as revision 0 and can be
+// updated as such.
+func TestRecordsWithoutRevision(t *testing.T) {
+	ctx := t.Context()
+	u := withPrefix(t, serverURL(t))
+	s := open(t, u)
+	defer s.Close()
+	if err := s.CreateApp(ctx, store.App{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateProcess(ctx, store.Process{App: "web", PID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Remove the revision fields, as an old store never wrote them.
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := parsed.Query().Get("prefix")
+	opts, err := goredis.ParseURL(serverURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := goredis.NewClient(opts)
+	defer rdb.Close()
+	if err := rdb.HDel(ctx, prefix+"apprevs", "web").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HDel(ctx, prefix+"revs:web", "p1").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	app, err := s.GetApp(ctx, "web")
+	if err != nil || app.Revision != 0 {
+		t.Fatalf("GetApp = revision %d, %v; want 0", app.Revision, err)
+	}
+	if app, err = s.UpdateApp(ctx, app); err != nil || app.Revision != 1 {
+		t.Errorf("UpdateApp = revision %d, %v; want 1", app.Revision, err)
+	}
+	p, err := s.GetProcess(ctx, "web", "p1")
+	if err != nil || p.Revision != 0 {
+		t.Fatalf("GetProcess = revision %d, %v; want 0", p.Revision, err)
+	}
+	stored, err := s.UpdateProcess(ctx, p)
+	if err != nil || stored.Revision != 1 {
+		t.Errorf("UpdateProcess = revision %d, %v; want 1", stored.Revision, err)
+	}
+	if _, err := s.UpdateProcess(ctx, p); errs.CodeOf(err) != errs.FailedPrecondition {
+		t.Errorf("UpdateProcess with revision 0 again = %v, want a failed precondition", err)
 	}
 }

@@ -2,7 +2,9 @@
 // the control plane's flags and config give them:
 //
 //	metadata: "" or "bolt://" (DATA/meta.db), "bolt:///abs/path.db",
-//	          "redis://host:port/db" or "rediss://..." (see package redis)
+//	          "redis://host:port/db" or "rediss://..." (see package redis),
+//	          "mem://" or "memory://" (a new, empty in-memory store that
+//	          lives as long as the value returned; for tests)
 //	swap:     "" or "file://" (DATA/swap), "file:///abs/dir",
 //	          "s3://bucket?..." (see package s3)
 //
@@ -20,6 +22,7 @@ import (
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/bolt"
 	"github.com/praas-dev/praas/store/file"
+	"github.com/praas-dev/praas/store/memory"
 	"github.com/praas-dev/praas/store/redis"
 	"github.com/praas-dev/praas/store/s3"
 )
@@ -40,8 +43,13 @@ func OpenMetadata(ctx context.Context, rawURL, dataDir string) (store.Metadata, 
 		return bolt.Open(path)
 	case "redis", "rediss":
 		return redis.Open(ctx, rawURL)
+	case "mem", "memory":
+		if u.Host != "" || u.Opaque != "" || u.Path != "" || u.RawQuery != "" {
+			return nil, fmt.Errorf("store URL %q: want %s:// alone: %w", u.Redacted(), u.Scheme, errs.ErrInvalidArgument)
+		}
+		return memory.New(), nil
 	}
-	return nil, fmt.Errorf("metadata store %q: unknown scheme %q (want bolt, redis or rediss): %w",
+	return nil, fmt.Errorf("metadata store %q: unknown scheme %q (want bolt, redis, rediss or mem): %w",
 		u.Redacted(), u.Scheme, errs.ErrInvalidArgument)
 }
 

@@ -8,8 +8,10 @@ import (
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/testenv"
+	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/bolt"
 	"github.com/praas-dev/praas/store/file"
+	"github.com/praas-dev/praas/store/memory"
 	"github.com/praas-dev/praas/store/redis"
 	"github.com/praas-dev/praas/store/s3"
 	"github.com/praas-dev/praas/store/storeurl"
@@ -38,6 +40,28 @@ func TestOpenMetadata(t *testing.T) {
 	}
 }
 
+func TestOpenMemory(t *testing.T) {
+	var opened []store.Metadata
+	for _, u := range []string{"mem://", "memory://"} {
+		m, err := storeurl.OpenMetadata(t.Context(), u, "") // needs no data directory
+		if err != nil {
+			t.Fatalf("OpenMetadata(%q): %v", u, err)
+		}
+		defer m.Close()
+		if _, ok := m.(*memory.Store); !ok {
+			t.Fatalf("OpenMetadata(%q) = %T, want *memory.Store", u, m)
+		}
+		opened = append(opened, m)
+	}
+	// Each URL opens a store of its own.
+	if err := opened[0].CreateApp(t.Context(), store.App{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if apps, err := opened[1].ListApps(t.Context()); err != nil || len(apps) != 0 {
+		t.Errorf("second in-memory store: ListApps = %v, %v; want none", apps, err)
+	}
+}
+
 func TestOpenSwap(t *testing.T) {
 	data := t.TempDir()
 	abs := filepath.Join(t.TempDir(), "snaps")
@@ -60,12 +84,13 @@ func TestOpenSwap(t *testing.T) {
 
 func TestInvalid(t *testing.T) {
 	data := t.TempDir()
-	for _, u := range []string{"mysql://x", "bolt://host/meta.db", "bolt:relative.db", "bolt://?x=1", "s3://bucket", "%zz"} {
+	for _, u := range []string{"mysql://x", "bolt://host/meta.db", "bolt:relative.db", "bolt://?x=1", "s3://bucket", "%zz",
+		"mem://host", "mem:///path", "mem://?x=1", "memory:opaque"} {
 		if _, err := storeurl.OpenMetadata(t.Context(), u, data); !errors.Is(err, errs.ErrInvalidArgument) {
 			t.Errorf("OpenMetadata(%q) = %v, want an invalid-argument error", u, err)
 		}
 	}
-	for _, u := range []string{"gs://bucket", "file://host/dir", "file:rel", "redis://localhost", "%zz"} {
+	for _, u := range []string{"gs://bucket", "file://host/dir", "file:rel", "redis://localhost", "mem://", "%zz"} {
 		if _, err := storeurl.OpenSwap(t.Context(), u, data); !errors.Is(err, errs.ErrInvalidArgument) {
 			t.Errorf("OpenSwap(%q) = %v, want an invalid-argument error", u, err)
 		}

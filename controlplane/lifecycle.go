@@ -209,7 +209,9 @@ func (s *Server) claim(ctx context.Context, app store.App, pid string) (*live, e
 		return nil, nil
 	}
 	if rec.Status == store.StatusFailed || rec.Status == store.StatusSwapping {
-		if rec, err = s.adoptOrphanSnapshot(ctx, rec); err != nil {
+		if rec, err = s.adoptOrphanSnapshot(ctx, rec); errs.CodeOf(err) == errs.FailedPrecondition {
+			return nil, nil
+		} else if err != nil {
 			return nil, err
 		}
 	}

@@ -2,9 +2,9 @@
 // on: the metadata store (applications, processes, membership epochs and the
 // backup queues of swapped processes) and the swap store (process snapshots).
 //
-// Implementations live in subpackages (bolt, redis for metadata; file, s3 for
-// swap) and all pass the conformance suites in storetest. Open them by URL
-// with package storeurl.
+// Implementations live in subpackages (bolt, redis and memory for metadata;
+// file, s3 for swap) and all pass the conformance suites in storetest. Open
+// them by URL with package storeurl.
 package store
 
 import (

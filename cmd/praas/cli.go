@@ -23,14 +23,31 @@ type cli struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
-	json   bool
+	// isTerminal tells whether a writer is a terminal (tests replace it).
+	isTerminal func(w io.Writer) bool
+	json       bool
 }
 
 func (c *cli) client() *client.Client { return client.New(os.Getenv(EnvEndpoint)) }
 
 // run executes the command line args and returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, isTerminal: isTerminal}
+	return c.run(args)
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// run executes the command line args with c's streams and returns the exit code.
+func (c *cli) run(args []string) int {
 	root := &cobra.Command{
 		Use:   "praas",
 		Short: "Process-as-a-Service: serverless cloud processes",
@@ -46,11 +63,11 @@ The client commands talk to the control plane at $PRAAS_ENDPOINT
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON instead of tables")
 	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.sendCmd(), c.runProcessCmd())
 	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "praas:", oneLine(err))
+	root.SetIn(c.stdin)
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	if err := root.ExecuteContext(c.ctx); err != nil {
+		fmt.Fprintln(c.stderr, "praas:", oneLine(err))
 		return 1
 	}
 	return 0

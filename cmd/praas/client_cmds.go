@@ -4,7 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -161,71 +165,221 @@ func (c *cli) processCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, get, swap, del)
+	cmd.AddCommand(create, list, get, swap, del, c.processLogsCmd())
 	return cmd
 }
 
-// payload is the input of invoke and send: --data, --file or stdin.
-type payload struct {
-	data     string
-	dataSet  bool
-	file     string
-	readFrom io.Reader
+// processLogsCmd prints a process's log file. It reads the file from the
+// data directory, so it works on the machine that runs `praas up` with the
+// local backend, without asking the control plane.
+func (c *cli) processLogsCmd() *cobra.Command {
+	var data string
+	var follow, pathOnly bool
+	cmd := &cobra.Command{
+		Use:   "logs APP PID",
+		Short: "Print a process's log (on the machine that runs praas up)",
+		Long: `Print the log of a process: everything it wrote to stdout and stderr, across
+its restarts and swaps. The local backend keeps it in DATA/logs/APP/PID.log,
+where DATA is the --data directory of praas up (default ./.praas); this
+command reads that file directly, so it runs on the control plane's machine
+and needs the same --data. --follow keeps printing what is appended (and
+waits for the file if the process has not started yet) until interrupted;
+--path prints the file's path instead.`,
+		Example: `  praas process logs demo p1
+  praas process logs demo p1 --data /var/lib/praas --follow
+  less "$(praas process logs demo p1 --path)"`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			path, err := logPath(data, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if pathOnly {
+				_, err := fmt.Fprintln(c.stdout, path)
+				return err
+			}
+			return c.printLog(path, follow)
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "./.praas", "the --data directory of praas up")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended until interrupted")
+	cmd.Flags().BoolVar(&pathOnly, "path", false, "print the path of the log file instead of its contents")
+	return cmd
 }
 
+// logPath returns the absolute path of the log of app/pid under the data
+// directory: DATA/logs/APP/PID.log, as the local backend writes it.
+func logPath(data, app, pid string) (string, error) {
+	for _, name := range []string{app, pid} {
+		if name == "" || name[0] == '.' || strings.ContainsAny(name, `/\`) {
+			return "", fmt.Errorf("%q is not an app name or pid", name)
+		}
+	}
+	return filepath.Abs(filepath.Join(data, "logs", app, pid+".log"))
+}
+
+// logPoll is how often --follow looks for more log.
+const logPoll = 200 * time.Millisecond
+
+// printLog copies the log at path to stdout; with follow it then keeps
+// copying what is appended until the context ends, starting over when the
+// file is truncated or replaced.
+func (c *cli) printLog(path string, follow bool) error {
+	tick := time.NewTicker(logPoll)
+	defer tick.Stop()
+	wait := func() bool {
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-tick.C:
+			return true
+		}
+	}
+	f, err := os.Open(path)
+	for follow && errors.Is(err, fs.ErrNotExist) {
+		if !wait() {
+			return nil
+		}
+		f, err = os.Open(path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no log at %s: is --data the directory of praas up, and has the process started?", path)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { f.Close() }()
+	var off int64
+	for {
+		n, err := io.Copy(c.stdout, f)
+		off += n
+		if err != nil || !follow {
+			return err
+		}
+		if !wait() {
+			return nil
+		}
+		cur, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if now, err := os.Stat(path); err == nil && !os.SameFile(cur, now) {
+			// Replaced (the process was deleted and created again): read the new file.
+			g, err := os.Open(path)
+			if err == nil {
+				f.Close()
+				f, off = g, 0
+			}
+		} else if cur.Size() < off {
+			// Truncated: start over.
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			off = 0
+		}
+	}
+}
+
+// payload is the input of invoke and send: --data or --file, either of them
+// "-" for stdin. Stdin is read only when asked for, never implicitly: a
+// terminal or a pipe that nobody writes to would make the command hang.
+type payload struct {
+	data string
+	file string
+}
+
+// payloadHelp explains the input flags in the commands' --help.
+const payloadHelp = `The input is --data STRING or --file PATH; "--data -" or "--file -" reads
+it from stdin, to its end. Without either flag the input is empty: stdin is
+only read when asked for, so a terminal or an idle pipe cannot make praas
+wait. (To send a lone "-", put it in a file or pipe it with --data -.)`
+
 func (p *payload) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&p.data, "data", "", "the input as a string")
-	cmd.Flags().StringVar(&p.file, "file", "", "read the input from a file (- for stdin)")
+	cmd.Flags().StringVar(&p.data, "data", "", `the input as a string ("-": read it from stdin)`)
+	cmd.Flags().StringVar(&p.file, "file", "", `read the input from a file ("-": from stdin)`)
 }
 
 func (p *payload) read(cmd *cobra.Command, stdin io.Reader) ([]byte, error) {
-	p.dataSet = cmd.Flags().Changed("data")
+	dataSet, fileSet := cmd.Flags().Changed("data"), cmd.Flags().Changed("file")
 	switch {
-	case p.dataSet && p.file != "":
+	case dataSet && fileSet:
 		return nil, errors.New("give --data or --file, not both")
-	case p.dataSet:
-		return []byte(p.data), nil
-	case p.file == "-":
+	case dataSet && p.data == "-", fileSet && p.file == "-":
 		return io.ReadAll(stdin)
-	case p.file != "":
+	case dataSet:
+		return []byte(p.data), nil
+	case fileSet && p.file == "":
+		return nil, errors.New("--file needs a path (or - for stdin)")
+	case fileSet:
 		return os.ReadFile(p.file)
 	}
-	// No flag: read stdin when it is piped, not when it is a terminal.
-	if f, ok := stdin.(*os.File); ok {
-		fi, err := f.Stat()
-		if err != nil || fi.Mode()&os.ModeCharDevice != 0 {
-			return nil, nil
-		}
+	return nil, nil
+}
+
+// result is where invoke writes its output: stdout, or the file of --out.
+type result struct {
+	raw  bool
+	file string
+}
+
+func (r *result) flags(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&r.raw, "raw", false, "write the result exactly as returned, without the newline added at a terminal")
+	cmd.Flags().StringVar(&r.file, "out", "", "write the result, exactly as returned, to this file instead of stdout")
+}
+
+// write writes out as it is; at a terminal, unless --raw, it ends a
+// non-empty result that lacks one with a newline, so the prompt starts on
+// a line of its own.
+func (r *result) write(c *cli, out []byte) error {
+	if r.file != "" {
+		return os.WriteFile(r.file, out, 0o644)
 	}
-	return io.ReadAll(stdin)
+	if _, err := c.stdout.Write(out); err != nil {
+		return err
+	}
+	if !r.raw && len(out) > 0 && out[len(out)-1] != '\n' && c.isTerminal(c.stdout) {
+		_, err := io.WriteString(c.stdout, "\n")
+		return err
+	}
+	return nil
 }
 
 func (c *cli) invokeCmd() *cobra.Command {
 	var pid string
 	var in payload
+	var res result
 	cmd := &cobra.Command{
 		Use:   "invoke APP FUNCTION",
-		Short: "Invoke a function and write its raw result to stdout",
+		Short: "Invoke a function and write its result to stdout",
 		Long: `Invoke a function of an application through the control plane and write
-its raw result to stdout. With --pid the invocation goes to that process
+its result to stdout. With --pid the invocation goes to that process
 (started or swapped in if needed); without, the control plane picks one.
-The input is --data, --file, or stdin when it is piped.`,
+
+` + payloadHelp + `
+
+The result is written byte for byte. Only when stdout is a terminal, and the
+result does not end with a newline, is one added after it; --raw leaves it
+out there too, and --out FILE writes the result to FILE instead of stdout.`,
+		Example: `  praas invoke demo counter --pid p1
+  praas invoke demo state-get --pid p1 --data k
+  echo -n hello | praas invoke demo echo --pid p1 --data -
+  praas invoke demo state-get --pid p1 --data blob --out blob.bin`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			input, err := in.read(cmd, c.stdin)
 			if err != nil {
 				return err
 			}
-			res, err := c.client().InvokeControlPlane(c.ctx, args[0], pid, args[1], input)
+			out, err := c.client().InvokeControlPlane(c.ctx, args[0], pid, args[1], input)
 			if err != nil {
 				return err
 			}
-			_, err = c.stdout.Write(res.Output)
-			return err
+			return res.write(c, out.Output)
 		},
 	}
 	cmd.Flags().StringVar(&pid, "pid", "", "the process to run in (default: any)")
 	in.flags(cmd)
+	res.flags(cmd)
 	return cmd
 }
 
@@ -234,7 +388,14 @@ func (c *cli) sendCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "send APP PID KEY",
 		Short: "Put a message into a process's mailbox (it may trigger an invocation)",
-		Args:  cobra.ExactArgs(3),
+		Long: `Put a message with KEY into the mailbox of process PID of APP, through the
+control plane. It may trigger an invocation of a function that waits for
+messages with KEY.
+
+` + payloadHelp,
+		Example: `  praas send demo b sum:round1 --data 1
+  date | praas send demo b log:now --data -`,
+		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := in.read(cmd, c.stdin)
 			if err != nil {

@@ -160,7 +160,7 @@ func TestQuickStart(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"hello", []string{"invoke", "demo", "echo", "--pid", "p1"}, "hello"},
+		{"hello", []string{"invoke", "demo", "echo", "--pid", "p1", "--data", "-"}, "hello"},
 		{"", []string{"invoke", "demo", "counter", "--pid", "p1"}, "1"},
 		{"", []string{"invoke", "demo", "counter", "--pid", "p1"}, "2"},
 		{"", []string{"invoke", "demo", "state-set", "--pid", "p1", "--data", "k=v"}, ""},
@@ -214,7 +214,7 @@ func TestQuickStart(t *testing.T) {
 		t.Fatal("after restart p1 is not listed")
 	}
 	// The stopped process comes back on the next invocation.
-	if got := mustPraas(t, "again", "invoke", "demo", "echo", "--pid", "p1"); got != "again" {
+	if got := mustPraas(t, "again", "invoke", "demo", "echo", "--pid", "p1", "--data", "-"); got != "again" {
 		t.Fatalf("echo after restart = %q", got)
 	}
 	if p := listProcesses(t, "demo")["p1"]; p.Status != "active" {

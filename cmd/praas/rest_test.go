@@ -70,14 +70,14 @@ func TestUsageReported(t *testing.T) {
 	mustPraas(t, "", "app", "create", "demo")
 	mustPraas(t, "", "process", "create", "demo", "--pid", "p1")
 	for range 5 {
-		mustPraas(t, "abc", "invoke", "demo", "echo", "--pid", "p1")
+		mustPraas(t, "abc", "invoke", "demo", "echo", "--pid", "p1", "--data", "-")
 	}
 	waitFor(t, 5*time.Second, "usage of 5 invocations", func() bool {
 		u := processStatus(t, "demo", "p1").Usage
 		return u.Invocations == 5 && u.BytesIn == 15 && u.BytesOut == 15 && u.BusyNanos > 0
 	})
 	mustPraas(t, "", "process", "swap", "demo", "p1")
-	mustPraas(t, "abc", "invoke", "demo", "echo", "--pid", "p1")
+	mustPraas(t, "abc", "invoke", "demo", "echo", "--pid", "p1", "--data", "-")
 	waitFor(t, 5*time.Second, "usage across a swap", func() bool {
 		return processStatus(t, "demo", "p1").Usage.Invocations == 6
 	})

@@ -53,6 +53,12 @@ type Process struct {
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	LastActive time.Time `json:"last_active"`
+	// Generation counts the activations of the process: every start or
+	// restore makes a new one, and reports of older ones are refused.
+	Generation uint64 `json:"generation"`
+	// Owner is the control-plane replica that runs the process (empty while
+	// nobody does: swapped, failed).
+	Owner string `json:"owner,omitempty"`
 }
 
 // Client talks to one control plane.

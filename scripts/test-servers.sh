@@ -12,10 +12,27 @@
 # stop with nothing running does nothing. Meant for a fresh Debian machine as
 # root (it may apt-get install redis-server and go install versitygw). Every
 # message except the export lines goes to stderr.
+#
+# The state directory (pids, ports, logs, data) belongs to this checkout:
+# ${TMPDIR:-/tmp}/praas-test-servers-HASH, HASH derived from the checkout's
+# absolute path, so that two checkouts on one machine run their own servers.
+# PRAAS_TEST_STATE names another directory.
 set -euo pipefail
 
 VERSITYGW_VERSION=v1.8.0
-STATE=${PRAAS_TEST_STATE:-${TMPDIR:-/tmp}/praas-test-servers}
+
+# checkout_id: a short hash of this checkout's absolute path.
+checkout_id() {
+	local root
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+	if command -v sha256sum >/dev/null; then
+		printf '%s' "$root" | sha256sum | cut -c1-12
+	else
+		printf '%s' "$root" | cksum | cut -d' ' -f1
+	fi
+}
+
+STATE=${PRAAS_TEST_STATE:-${TMPDIR:-/tmp}/praas-test-servers-$(checkout_id)}
 S3_ACCESS_KEY=praastest
 S3_SECRET_KEY=praastestsecret
 S3_BUCKET=praas-test

@@ -40,6 +40,7 @@ type upConfig struct {
 	leaseTTL         time.Duration
 	url              string
 	runDir           string
+	orphanTimeout    time.Duration
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -70,6 +71,7 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.StringVar(&cfg.replicaID, "replica-id", "", "this control plane's name among replicas sharing a metadata store (default: kept in --data, made up on first start)")
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long this replica's lease on its processes lasts unless renewed; others take them over after it expired")
 	f.StringVar(&cfg.url, "url", "", "URL where processes and other replicas reach this control plane (default: http://LISTEN)")
+	f.DurationVar(&cfg.orphanTimeout, "orphan-timeout", envDuration(cpapi.EnvOrphanTimeout, 5*time.Minute), "how long a process keeps serving while no control plane answers before it swaps itself out (default from $"+cpapi.EnvOrphanTimeout+")")
 	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
 	return cmd
 }
@@ -85,6 +87,9 @@ func (c *cli) up(cfg upConfig) error {
 	}
 	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 {
 		return fmt.Errorf("--max-concurrency and --max-payload must be positive")
+	}
+	if cfg.orphanTimeout <= 0 {
+		return fmt.Errorf("--orphan-timeout must be positive")
 	}
 	if cfg.idleTimeout < 0 || cfg.checkpoint < 0 {
 		return fmt.Errorf("--idle-timeout and --checkpoint-interval must not be negative")
@@ -146,6 +151,7 @@ func (c *cli) up(cfg upConfig) error {
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),
 			cpapi.EnvCheckpoint + "=" + cfg.checkpoint.String(),
+			cpapi.EnvOrphanTimeout + "=" + cfg.orphanTimeout.String(),
 		},
 	})
 	if err != nil {
@@ -193,4 +199,12 @@ func persistentReplicaID(data string) (string, error) {
 		return "", fmt.Errorf("--data: keep the replica id: %w", err)
 	}
 	return id, nil
+}
+
+// envDuration reads a duration default from the environment.
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
 }

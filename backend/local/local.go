@@ -1,9 +1,24 @@
 // Package local is the default praas backend: every process is an OS process
-// on this host. The builtin image runs by re-executing the praas binary;
-// any other image is the path of a binary built with the praas SDK.
+// on this Linux host. The builtin image runs by re-executing the praas
+// binary; any other image is the absolute path of a binary built with the
+// praas SDK.
 //
-// Processes are started in their own process group, so they outlive a
-// control plane that crashes and re-register when it comes back.
+// Processes run in their own process group, so they outlive a control plane
+// that crashes. Each started process leaves a small record in Config.RunDir
+// until it is known to have ended; backends sharing a RunDir (replicas on
+// one host, or the next run of a control plane) see, wait for and stop each
+// other's processes through these records. A RunDir belongs to one host
+// and one pid namespace.
+//
+// A process is identified by its pid and its start time, and signalled and
+// waited for through a pidfd (Linux 5.3 or later), so a pid the kernel has
+// reused for another process is never signalled. A backend never signals a
+// process it has no record of.
+//
+// Spec.Resources are ignored: RLIMIT_AS bounds address space, not memory,
+// and Go runtimes (the race detector above all) reserve far more than they
+// use, so it would kill healthy processes; real limits need cgroups, which
+// are neither cheap nor always delegated to us.
 package local
 
 import (
@@ -14,12 +29,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/praas-dev/praas/controlplane"
+	"golang.org/x/sys/unix"
+
+	"github.com/praas-dev/praas/backend"
+	"github.com/praas-dev/praas/errs"
 )
 
 // Config configures the backend.
@@ -28,23 +47,49 @@ type Config struct {
 	// binary, args ["run-process"]).
 	Executable  string
 	BuiltinArgs []string
-	// LogDir receives one log file per process (LogDir/APP/PID.log).
+	// RunDir holds one record per running process (required). Backends
+	// sharing it share their processes.
+	RunDir string
+	// LogDir receives one log file per process (LogDir/APP/PID.log); if
+	// empty, output is discarded.
 	LogDir string
-	// OnExit is called once when a process started by this backend ends.
-	OnExit func(handle string)
 	Logger *slog.Logger
 }
 
-// Backend starts processes as OS processes.
+// baseEnv is the whole environment a process gets besides its Spec's: the
+// control plane's own environment holds credentials and must not leak.
+var baseEnv = []string{"PATH=/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}
+
+// keepExits is how long the exit of a child stays known to Wait.
+const keepExits = 10 * time.Minute
+
+// killWait bounds how long Stop waits for a process it had to kill.
+const killWait = 5 * time.Second
+
+// Backend runs processes as OS processes.
 type Backend struct {
-	cfg Config
+	cfg    Config
+	bootID string
 
 	mu       sync.Mutex
-	children map[int]chan struct{} // pid → closed when reaped
+	children map[ident]*child // started by this instance
 }
 
-// New returns a local backend.
+// child is a process this instance started and reaps.
+type child struct {
+	proc  *os.Process
+	done  chan struct{} // closed once reaped
+	exit  backend.Exit  // set before done is closed
+	ended time.Time     // guarded by Backend.mu
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns a local backend, creating RunDir and LogDir if needed.
 func New(cfg Config) (*Backend, error) {
+	if cfg.RunDir == "" {
+		return nil, fmt.Errorf("local backend: %w: no run dir", errs.ErrInvalidArgument)
+	}
 	if cfg.Executable == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -58,116 +103,277 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.OnExit == nil {
-		cfg.OnExit = func(string) {}
+	for _, dir := range []string{cfg.RunDir, cfg.LogDir} {
+		if dir == "" {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("local backend: %w", err)
+		}
 	}
-	return &Backend{cfg: cfg, children: make(map[int]chan struct{})}, nil
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return nil, fmt.Errorf("local backend: %w", err)
+	}
+	return &Backend{
+		cfg:      cfg,
+		bootID:   strings.TrimSpace(string(boot)),
+		children: make(map[ident]*child),
+	}, nil
 }
 
-var _ controlplane.Backend = (*Backend)(nil)
+// CheckImage accepts "builtin" (or "") and the absolute path of an
+// executable file.
+func (b *Backend) CheckImage(ctx context.Context, image string) (string, error) {
+	if image == "" || image == backend.BuiltinImage {
+		return backend.BuiltinImage, nil
+	}
+	if !filepath.IsAbs(image) {
+		return "", fmt.Errorf("%w: image %q: give %q or an absolute path to an image binary", errs.ErrInvalidArgument, image, backend.BuiltinImage)
+	}
+	fi, err := os.Stat(image)
+	if err != nil {
+		return "", fmt.Errorf("%w: image %q: %v", errs.ErrInvalidArgument, image, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("%w: image %q is not an executable file", errs.ErrInvalidArgument, image)
+	}
+	return image, nil
+}
 
-// Start launches the process and returns its OS pid as the handle.
-func (b *Backend) Start(ctx context.Context, spec controlplane.Spec) (string, error) {
+// Start launches the process with exactly baseEnv, Spec.Env and
+// Spec.Secrets as its environment (later entries win).
+func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle, error) {
+	if err := ctx.Err(); err != nil {
+		return backend.Handle{}, err
+	}
+	for _, name := range []string{spec.App, spec.PID} {
+		// They name the log file: no separators, no "..".
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			return backend.Handle{}, fmt.Errorf("local backend: %w: bad app or pid %q", errs.ErrInvalidArgument, name)
+		}
+	}
 	var cmd *exec.Cmd
-	if spec.Image == controlplane.BuiltinImage || spec.Image == "" {
+	if spec.Image == backend.BuiltinImage || spec.Image == "" {
 		cmd = exec.Command(b.cfg.Executable, b.cfg.BuiltinArgs...)
 	} else {
 		cmd = exec.Command(spec.Image)
 	}
-	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.Env = slices.Concat(baseEnv, spec.Env, spec.Secrets)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if b.cfg.LogDir != "" {
 		dir := filepath.Join(b.cfg.LogDir, spec.App)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", fmt.Errorf("log dir: %w", err)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return backend.Handle{}, fmt.Errorf("local backend: log dir: %w", err)
 		}
-		f, err := os.OpenFile(filepath.Join(dir, spec.PID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(filepath.Join(dir, spec.PID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
-			return "", fmt.Errorf("log file: %w", err)
+			return backend.Handle{}, fmt.Errorf("local backend: log file: %w", err)
 		}
 		defer f.Close() // the child has its own descriptor
 		cmd.Stdout, cmd.Stderr = f, f
 	}
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start %s: %w", cmd.Path, err)
+		return backend.Handle{}, fmt.Errorf("local backend: start %s: %w", cmd.Path, err)
 	}
+	// Until cmd.Wait reaps it, the pid stays ours even if the child exits.
 	pid := cmd.Process.Pid
-	handle := strconv.Itoa(pid)
-	reaped := make(chan struct{})
+	_, start, err := procStat(pid)
+	if err == nil {
+		err = b.writeRecord(record{
+			App: spec.App, PID: spec.PID, Generation: spec.Generation,
+			OSPID: pid, StartTime: start, BootID: b.bootID,
+		})
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return backend.Handle{}, fmt.Errorf("local backend: record process %d: %w", pid, err)
+	}
+	id := ident{pid, start}
+	c := &child{proc: cmd.Process, done: make(chan struct{})}
 	b.mu.Lock()
-	b.children[pid] = reaped
+	b.pruneLocked()
+	b.children[id] = c
 	b.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		b.mu.Lock()
-		delete(b.children, pid)
-		b.mu.Unlock()
-		close(reaped)
-		b.cfg.Logger.Debug("process ended", "app", spec.App, "pid", spec.PID, "os_pid", pid, "err", err)
-		b.cfg.OnExit(handle)
-	}()
-	return handle, nil
+	go b.reap(id, c, cmd, spec)
+
+	b.cfg.Logger.Debug("process started", "app", spec.App, "pid", spec.PID,
+		"generation", spec.Generation, "image", spec.Image, "id", id.String())
+	return backend.Handle{ID: id.String(), App: spec.App, PID: spec.PID, Generation: spec.Generation}, nil
+}
+
+func (b *Backend) reap(id ident, c *child, cmd *exec.Cmd, spec backend.Spec) {
+	err := cmd.Wait()
+	c.exit = backend.Exit{Code: -1, At: time.Now()}
+	if ps := cmd.ProcessState; ps != nil {
+		c.exit.Code, c.exit.Reason = ps.ExitCode(), ps.String() // "exit status 1", "signal: killed"
+	} else {
+		c.exit.Reason = err.Error()
+	}
+	b.forget(id) // before done: who saw Wait return must not List it
+	b.mu.Lock()
+	c.ended = c.exit.At
+	b.mu.Unlock()
+	close(c.done)
+	b.cfg.Logger.Debug("process ended", "app", spec.App, "pid", spec.PID,
+		"id", id.String(), "exit", c.exit.Reason)
+}
+
+// pruneLocked drops children that ended long ago.
+func (b *Backend) pruneLocked() {
+	for id, c := range b.children {
+		if !c.ended.IsZero() && time.Since(c.ended) > keepExits {
+			delete(b.children, id)
+		}
+	}
+}
+
+// proc is a process of this backend, pinned so that no other process can
+// be mistaken for it: a child by its reaper, any other by a pidfd.
+type proc struct {
+	id    ident
+	child *child
+	pidfd *os.File
+}
+
+// find returns the process h names, or ok=false if it has ended or never
+// was a process of this backend.
+func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
+	id, ok := parseIdent(h.ID)
+	if !ok {
+		return nil, false, nil
+	}
+	b.mu.Lock()
+	c := b.children[id]
+	b.mu.Unlock()
+	if c != nil {
+		return &proc{id: id, child: c}, true, nil
+	}
+	if _, ok, err := b.readRecord(id); !ok || err != nil {
+		return nil, false, err
+	}
+	f, ok, err := openPidfd(id)
+	if err != nil {
+		return nil, false, fmt.Errorf("local backend: %w", err)
+	}
+	if !ok {
+		b.forget(id)
+		return nil, false, nil
+	}
+	return &proc{id: id, pidfd: f}, true, nil
+}
+
+func (p *proc) close() {
+	if p.pidfd != nil {
+		p.pidfd.Close()
+	}
+}
+
+// signal sends sig; ended is true if the process has already ended.
+func (p *proc) signal(sig unix.Signal) (ended bool, err error) {
+	if p.child != nil {
+		err := p.child.proc.Signal(sig)
+		if errors.Is(err, os.ErrProcessDone) {
+			return true, nil
+		}
+		return false, err
+	}
+	return signalPidfd(p.pidfd, sig)
+}
+
+// wait returns once the process has ended, or ctx.Err().
+func (b *Backend) wait(ctx context.Context, p *proc) (backend.Exit, error) {
+	if p.child != nil {
+		select {
+		case <-p.child.done:
+			return p.child.exit, nil
+		case <-ctx.Done():
+			return backend.Exit{}, ctx.Err()
+		}
+	}
+	if err := waitPidfd(ctx, p.pidfd); err != nil {
+		return backend.Exit{}, err
+	}
+	b.forget(p.id)
+	return unknownExit(), nil
+}
+
+// unknownExit is the exit of a process this instance did not start: only
+// its parent learns the status.
+func unknownExit() backend.Exit {
+	return backend.Exit{Code: -1, Reason: "ended", At: time.Now()}
+}
+
+// Wait returns once the process has ended; the exit status is known only
+// for processes this instance started.
+func (b *Backend) Wait(ctx context.Context, h backend.Handle) (backend.Exit, error) {
+	p, ok, err := b.find(h)
+	if err != nil {
+		return backend.Exit{}, err
+	}
+	if !ok {
+		return unknownExit(), nil
+	}
+	defer p.close()
+	return b.wait(ctx, p)
 }
 
 // Stop sends SIGTERM (the runtime drains and exits), waits until ctx ends,
-// then kills.
-func (b *Backend) Stop(ctx context.Context, handle string) error {
-	pid, err := strconv.Atoi(handle)
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("local backend: bad handle %q", handle)
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
-		return fmt.Errorf("signal %d: %w", pid, err)
-	}
-	if b.wait(ctx, pid) {
-		return nil
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	waitCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	b.wait(waitCtx, pid)
-	return fmt.Errorf("process %d did not stop in time and was killed", pid)
-}
-
-// Kill ends the process at once.
-func (b *Backend) Kill(handle string) error {
-	pid, err := strconv.Atoi(handle)
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("local backend: bad handle %q", handle)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+// then kills the process and says so in its error.
+func (b *Backend) Stop(ctx context.Context, h backend.Handle) error {
+	p, ok, err := b.find(h)
+	if err != nil || !ok {
 		return err
 	}
-	return nil
+	defer p.close()
+	if ended, err := p.signal(unix.SIGTERM); ended || err != nil {
+		if err != nil {
+			return fmt.Errorf("local backend: stop %s: %w", h.ID, err)
+		}
+		b.wait(ctx, p) // let the reaper or forget remove its record
+		return nil
+	}
+	if _, err := b.wait(ctx, p); err == nil {
+		return nil
+	}
+	if _, err := p.signal(unix.SIGKILL); err != nil {
+		return fmt.Errorf("local backend: kill %s: %w", h.ID, err)
+	}
+	kctx, cancel := context.WithTimeout(context.Background(), killWait)
+	defer cancel()
+	if _, err := b.wait(kctx, p); err != nil {
+		return fmt.Errorf("local backend: process %s did not stop in time (%w), and had not ended %v after SIGKILL", h.ID, ctx.Err(), killWait)
+	}
+	return fmt.Errorf("local backend: process %s did not stop in time (%w) and was killed", h.ID, ctx.Err())
 }
 
-// wait reports whether pid ended before ctx did. Children are waited for
-// through their reaper; processes of an earlier control plane are polled.
-func (b *Backend) wait(ctx context.Context, pid int) bool {
-	b.mu.Lock()
-	reaped, child := b.children[pid]
-	b.mu.Unlock()
-	if child {
-		select {
-		case <-reaped:
-			return true
-		case <-ctx.Done():
-			return false
-		}
+// Kill sends SIGKILL and waits until the process has ended or ctx ends.
+func (b *Backend) Kill(ctx context.Context, h backend.Handle) error {
+	p, ok, err := b.find(h)
+	if err != nil || !ok {
+		return err
 	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			return true
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return false
-		}
+	defer p.close()
+	if _, err := p.signal(unix.SIGKILL); err != nil {
+		return fmt.Errorf("local backend: kill %s: %w", h.ID, err)
 	}
+	_, err = b.wait(ctx, p)
+	return err
+}
+
+// List returns the processes of every backend sharing RunDir that run now.
+func (b *Backend) List(ctx context.Context) ([]backend.Handle, error) {
+	recs, err := b.records()
+	if err != nil {
+		return nil, err
+	}
+	hs := make([]backend.Handle, 0, len(recs))
+	for _, r := range recs {
+		hs = append(hs, backend.Handle{ID: r.ident().String(), App: r.App, PID: r.PID, Generation: r.Generation})
+	}
+	slices.SortFunc(hs, func(x, y backend.Handle) int {
+		return strings.Compare(x.App+"\x00"+x.PID, y.App+"\x00"+y.PID)
+	})
+	return hs, nil
 }

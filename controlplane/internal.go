@@ -21,6 +21,7 @@ func (s *Server) internalRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST "+cpapi.PathMessages, s.internalMessage)
 	m.HandleFunc("POST "+cpapi.PathSnapshot, s.snapshotReport)
 	m.HandleFunc("POST "+cpapi.PathFlush, s.flushBackup)
+	s.snapshotRoutes(m)
 }
 
 // authProcess checks that the caller holds the app's secret.

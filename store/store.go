@@ -85,6 +85,17 @@ type Replica struct {
 // Live reports whether the replica's lease is unexpired at now.
 func (r Replica) Live(now time.Time) bool { return now.Before(r.Expires) }
 
+// Key is a credential for the REST API: an admin key (App empty) or a key
+// of one application. Only a hash of its secret is stored; the token a
+// caller presents is "praas_" + ID + "_" + secret.
+type Key struct {
+	ID        string    `json:"id"`
+	App       string    `json:"app,omitempty"`
+	Hash      string    `json:"hash"` // hex SHA-256 of the secret
+	Name      string    `json:"name,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
 // Message is one mailbox message held in a backup queue.
 type Message struct {
 	Seq  uint64 `json:"seq"` // assigned by AppendBackup, increasing per (app, pid)
@@ -145,6 +156,17 @@ type Metadata interface {
 	ListBackup(ctx context.Context, app, pid string) ([]Message, error)
 	// TrimBackup removes every message with Seq <= upTo (nil if none).
 	TrimBackup(ctx context.Context, app, pid string, upTo uint64) error
+
+	// CreateKey stores k; errs.ErrAlreadyExists if a key with its ID
+	// exists, errs.ErrNotFound if k.App names an absent app.
+	CreateKey(ctx context.Context, k Key) error
+	// GetKey returns the key with that ID; errs.ErrNotFound if absent.
+	GetKey(ctx context.Context, id string) (Key, error)
+	// ListKeys returns the keys of app ("" lists the admin keys), sorted by ID.
+	ListKeys(ctx context.Context, app string) ([]Key, error)
+	// DeleteKey removes a key; errs.ErrNotFound if absent. DeleteApp
+	// removes the app's keys too.
+	DeleteKey(ctx context.Context, id string) error
 
 	// PutReplica creates or renews a replica's record (last write wins: only
 	// the replica itself writes it).

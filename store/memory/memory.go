@@ -26,6 +26,7 @@ type Store struct {
 	mu       sync.Mutex
 	apps     map[string]*appEntry
 	replicas map[string]store.Replica
+	keys     map[string]store.Key // by ID
 }
 
 type appEntry struct {
@@ -43,7 +44,7 @@ var _ store.Metadata = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{apps: map[string]*appEntry{}, replicas: map[string]store.Replica{}}
+	return &Store{apps: map[string]*appEntry{}, replicas: map[string]store.Replica{}, keys: map[string]store.Key{}}
 }
 
 // Close does nothing: the data lives as long as the Store.
@@ -127,6 +128,7 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 		return err
 	}
 	delete(s.apps, name) // its processes and queues go with it
+	maps.DeleteFunc(s.keys, func(_ string, k store.Key) bool { return k.App == name })
 	return nil
 }
 
@@ -322,5 +324,63 @@ func (s *Store) DeleteReplica(ctx context.Context, id string) error {
 	}
 	defer s.mu.Unlock()
 	delete(s.replicas, id)
+	return nil
+}
+
+func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
+	if k.ID == "" {
+		return fmt.Errorf("memory: empty key id: %w", errs.ErrInvalidArgument)
+	}
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if k.App != "" {
+		if _, err := s.app(k.App); err != nil {
+			return err
+		}
+	}
+	if _, ok := s.keys[k.ID]; ok {
+		return fmt.Errorf("key %q: %w", k.ID, errs.ErrAlreadyExists)
+	}
+	s.keys[k.ID] = k
+	return nil
+}
+
+func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
+	if err := s.lock(ctx); err != nil {
+		return store.Key{}, err
+	}
+	defer s.mu.Unlock()
+	k, ok := s.keys[id]
+	if !ok {
+		return store.Key{}, fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
+	}
+	return k, nil
+}
+
+func (s *Store) ListKeys(ctx context.Context, app string) ([]store.Key, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	keys := []store.Key{}
+	for _, id := range slices.Sorted(maps.Keys(s.keys)) {
+		if k := s.keys[id]; k.App == app {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if _, ok := s.keys[id]; !ok {
+		return fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
+	}
+	delete(s.keys, id)
 	return nil
 }

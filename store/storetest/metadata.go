@@ -62,6 +62,14 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 		{"UpdateAppOneWins", testUpdateAppOneWins},
 		{"LeaseOneWins", testLeaseOneWins},
 		{"Replicas", testReplicas},
+		{"KeyRoundTrip", testKeyRoundTrip},
+		{"KeyNotFound", testKeyNotFound},
+		{"CreateKeyAlreadyExists", testCreateKeyAlreadyExists},
+		{"ListKeysSortedPerApp", testListKeysSortedPerApp},
+		{"DeleteKey", testDeleteKey},
+		{"DeleteAppRemovesKeys", testDeleteAppRemovesKeys},
+		{"CreateKeyConcurrent", testCreateKeyConcurrent},
+		{"DeleteAppRacesCreateKey", testDeleteAppRacesCreateKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +87,12 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 			t.Skip("no reopen function given")
 		}
 		s.testPersistence(t, t.Context())
+	})
+	t.Run("KeyPersistence", func(t *testing.T) {
+		if s.reopen == nil {
+			t.Skip("no reopen function given")
+		}
+		s.testKeyPersistence(t, t.Context())
 	})
 }
 

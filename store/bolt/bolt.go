@@ -2,12 +2,16 @@
 // default metadata store of a single-machine praas, kept in one file under the
 // data directory.
 //
-// Records are JSON. The file holds four top-level buckets:
+// Records are JSON. The file holds five top-level buckets:
 //
 //	apps      name -> App
 //	procs     app (bucket) -> pid -> Process
 //	backups   app (bucket) -> pid (bucket) -> big-endian seq -> Message
 //	replicas  id -> Replica
+//	keys      id -> Key (admin keys and app keys alike)
+//
+// API keys are few, so ListKeys and DeleteApp scan the keys bucket rather
+// than keep an index by app.
 //
 // Sequence numbers come from the NextSequence counter of the (app, pid)
 // bucket. Revisions are kept in the records themselves; a record written
@@ -19,6 +23,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -39,6 +44,7 @@ var (
 	bucketProcs    = []byte("procs")
 	bucketBackups  = []byte("backups")
 	bucketReplicas = []byte("replicas")
+	bucketKeys     = []byte("keys")
 )
 
 // openTimeout bounds the wait for the file lock held by another process.
@@ -66,7 +72,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups, bucketReplicas} {
+		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups, bucketReplicas, bucketKeys} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -157,8 +163,33 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 				return err
 			}
 		}
+		return deleteAppKeys(tx, name)
+	})
+}
+
+// deleteAppKeys removes the keys of app.
+func deleteAppKeys(tx *bbolt.Tx, app string) error {
+	keys := tx.Bucket(bucketKeys)
+	var doomed [][]byte
+	err := keys.ForEach(func(id, v []byte) error {
+		var k store.Key
+		if err := json.Unmarshal(v, &k); err != nil {
+			return fmt.Errorf("bolt: decode key %q: %w", id, err)
+		}
+		if k.App == app {
+			doomed = append(doomed, bytes.Clone(id))
+		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, id := range doomed { // not during ForEach: deleting may skip keys
+		if err := keys.Delete(id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) UpdateApp(ctx context.Context, app store.App) (store.App, error) {
@@ -392,6 +423,67 @@ func (s *Store) ListReplicas(ctx context.Context) ([]store.Replica, error) {
 func (s *Store) DeleteReplica(ctx context.Context, id string) error {
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketReplicas).Delete([]byte(id)) // nil if absent
+	})
+}
+
+func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
+	if k.ID == "" {
+		return fmt.Errorf("bolt: empty key id: %w", errs.ErrInvalidArgument)
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		if k.App != "" {
+			if _, err := getApp(tx, k.App); err != nil {
+				return err
+			}
+		}
+		keys := tx.Bucket(bucketKeys)
+		if keys.Get([]byte(k.ID)) != nil {
+			return fmt.Errorf("key %q: %w", k.ID, errs.ErrAlreadyExists)
+		}
+		return putJSON(keys, []byte(k.ID), k)
+	})
+}
+
+func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
+	var k store.Key
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketKeys).Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
+		}
+		if err := json.Unmarshal(v, &k); err != nil {
+			return fmt.Errorf("bolt: decode key %q: %w", id, err)
+		}
+		return nil
+	})
+	return k, err
+}
+
+func (s *Store) ListKeys(ctx context.Context, app string) ([]store.Key, error) {
+	keys := []store.Key{}
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		// Byte order of IDs is Go's string order.
+		return tx.Bucket(bucketKeys).ForEach(func(id, v []byte) error {
+			var k store.Key
+			if err := json.Unmarshal(v, &k); err != nil {
+				return fmt.Errorf("bolt: decode key %q: %w", id, err)
+			}
+			if k.App == app {
+				keys = append(keys, k)
+			}
+			return nil
+		})
+	})
+	return keys, err
+}
+
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		keys := tx.Bucket(bucketKeys)
+		if keys.Get([]byte(id)) == nil {
+			return fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
+		}
+		return keys.Delete([]byte(id))
 	})
 }
 

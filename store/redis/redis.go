@@ -14,11 +14,18 @@
 //	P+"seqs:"+A             hash   pid  -> last backup seq
 //	P+"backup:"+A+":"+I     zset   score seq, member "seq JSON"
 //	P+"replicas"            hash   id   -> Replica JSON
+//	P+"keys"                hash   id   -> Key JSON (admin and app keys)
+//	P+"appkeys:"+A          set    ids of the keys of app A
+//	P+"adminkeys"           set    ids of the admin keys (App "")
 //
 // where A and I are the app name and pid query-escaped (so they never contain
 // ':'). Writes that check and modify several keys run as Lua scripts, which
 // Redis executes atomically; DeleteApp, whose keys depend on data, is an
-// optimistic WATCH/MULTI transaction.
+// optimistic WATCH/MULTI transaction. The key sets are indexes of P+"keys":
+// a key's ID is in the set of its owner exactly when the hash holds it, so
+// that ListKeys and DeleteApp need no scan. DeleteKey learns the set from
+// the stored JSON and removes the key with a script that first checks the
+// JSON is still the one it read.
 //
 // Revisions live in their own hashes, beside the JSON, so that the
 // compare-and-set scripts of UpdateApp and UpdateProcess compare two decimal
@@ -94,6 +101,15 @@ func (s *Store) appsKey() string     { return s.prefix + "apps" }
 func (s *Store) epochsKey() string   { return s.prefix + "epochs" }
 func (s *Store) appRevsKey() string  { return s.prefix + "apprevs" }
 func (s *Store) replicasKey() string { return s.prefix + "replicas" }
+func (s *Store) keysKey() string     { return s.prefix + "keys" }
+
+// keyIndexKey returns the key of the set of app's key ids ("" for admin keys).
+func (s *Store) keyIndexKey(app string) string {
+	if app == "" {
+		return s.prefix + "adminkeys"
+	}
+	return s.prefix + "appkeys:" + url.QueryEscape(app)
+}
 func (s *Store) procsKey(app string) string {
 	return s.prefix + "procs:" + url.QueryEscape(app)
 }
@@ -166,6 +182,33 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local seq = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 redis.call('ZADD', KEYS[3], seq, string.format('%d ', seq) .. ARGV[2])
 return seq`)
+
+	// KEYS apps, keys, key index; ARGV app ("" for admin), id, key JSON.
+	// -1: no app; 0: exists.
+	createKeyScript = redis.NewScript(`
+if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1`)
+
+	// KEYS keys, key index; ARGV id, key JSON as read. 0: absent; -1: the
+	// stored JSON changed (deleted and created again): read it again.
+	deleteKeyScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+if v ~= ARGV[2] then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1`)
+
+	// KEYS keys, key index. The JSON of the indexed keys, read atomically.
+	listKeysScript = redis.NewScript(`
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local v = redis.call('HGET', KEYS[1], id)
+  if v then out[#out + 1] = v end
+end
+return out`)
 )
 
 func (s *Store) CreateApp(ctx context.Context, app store.App) error {
@@ -317,10 +360,11 @@ func casReply(cmd *redis.Cmd) (status int64, vals []uint64, err error) {
 }
 
 func (s *Store) DeleteApp(ctx context.Context, name string) error {
-	procsKey := s.procsKey(name)
-	// The keys of the backup queues depend on the app's pids, so read them
-	// under WATCH and delete everything in one MULTI; a concurrent change to
-	// the app or its processes aborts the MULTI and we retry.
+	procsKey, keyIndexKey := s.procsKey(name), s.keyIndexKey(name)
+	// The keys of the backup queues depend on the app's pids, and the API
+	// keys to delete are in the app's key index, so read both under WATCH
+	// and delete everything in one MULTI; a concurrent change to the app,
+	// its processes or its keys aborts the MULTI and we retry.
 	txf := func(tx *redis.Tx) error {
 		ok, err := tx.HExists(ctx, s.appsKey(), name).Result()
 		if err != nil {
@@ -333,7 +377,11 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		keys := []string{procsKey, s.seqsKey(name), s.revsKey(name)}
+		keyIDs, err := tx.SMembers(ctx, keyIndexKey).Result()
+		if err != nil {
+			return err
+		}
+		keys := []string{procsKey, s.seqsKey(name), s.revsKey(name), keyIndexKey}
 		for _, pid := range pids {
 			keys = append(keys, s.backupKey(name, pid))
 		}
@@ -341,13 +389,16 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 			p.HDel(ctx, s.appsKey(), name)
 			p.HDel(ctx, s.epochsKey(), name)
 			p.HDel(ctx, s.appRevsKey(), name)
+			if len(keyIDs) > 0 {
+				p.HDel(ctx, s.keysKey(), keyIDs...)
+			}
 			p.Del(ctx, keys...)
 			return nil
 		})
 		return err
 	}
 	for range maxTxRetries {
-		err := s.rdb.Watch(ctx, txf, s.appsKey(), procsKey)
+		err := s.rdb.Watch(ctx, txf, s.appsKey(), procsKey, keyIndexKey)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
@@ -575,4 +626,84 @@ func (s *Store) DeleteReplica(ctx context.Context, id string) error {
 		return fmt.Errorf("redis: delete replica %q: %w", id, err)
 	}
 	return nil
+}
+
+func (s *Store) CreateKey(ctx context.Context, k store.Key) error {
+	if k.ID == "" {
+		return fmt.Errorf("redis: empty key id: %w", errs.ErrInvalidArgument)
+	}
+	data, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	keys := []string{s.appsKey(), s.keysKey(), s.keyIndexKey(k.App)}
+	r, err := createKeyScript.Run(ctx, s.rdb, keys, k.App, k.ID, data).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("redis: create key %q: %w", k.ID, err)
+	case r < 0:
+		return fmt.Errorf("app %q: %w", k.App, errs.ErrNotFound)
+	case r == 0:
+		return fmt.Errorf("key %q: %w", k.ID, errs.ErrAlreadyExists)
+	}
+	return nil
+}
+
+func (s *Store) GetKey(ctx context.Context, id string) (store.Key, error) {
+	k, _, err := s.getKey(ctx, id)
+	return k, err
+}
+
+// getKey returns the key with its stored JSON.
+func (s *Store) getKey(ctx context.Context, id string) (store.Key, string, error) {
+	data, err := s.rdb.HGet(ctx, s.keysKey(), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return store.Key{}, "", fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
+	}
+	if err != nil {
+		return store.Key{}, "", fmt.Errorf("redis: get key %q: %w", id, err)
+	}
+	var k store.Key
+	if err := json.Unmarshal([]byte(data), &k); err != nil {
+		return store.Key{}, "", fmt.Errorf("redis: decode key %q: %w", id, err)
+	}
+	return k, data, nil
+}
+
+func (s *Store) ListKeys(ctx context.Context, app string) ([]store.Key, error) {
+	vals, err := listKeysScript.Run(ctx, s.rdb, []string{s.keysKey(), s.keyIndexKey(app)}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("redis: list keys of %q: %w", app, err)
+	}
+	list := make([]store.Key, 0, len(vals))
+	for _, data := range vals {
+		var k store.Key
+		if err := json.Unmarshal([]byte(data), &k); err != nil {
+			return nil, fmt.Errorf("redis: decode key of %q: %w", app, err)
+		}
+		list = append(list, k)
+	}
+	slices.SortFunc(list, func(a, b store.Key) int { return strings.Compare(a.ID, b.ID) })
+	return list, nil
+}
+
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	for range maxTxRetries {
+		k, data, err := s.getKey(ctx, id)
+		if err != nil {
+			return err
+		}
+		keys := []string{s.keysKey(), s.keyIndexKey(k.App)}
+		r, err := deleteKeyScript.Run(ctx, s.rdb, keys, id, data).Int64()
+		switch {
+		case err != nil:
+			return fmt.Errorf("redis: delete key %q: %w", id, err)
+		case r == 0:
+			return fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
+		case r > 0:
+			return nil
+		}
+		// Replaced since we read it: read it again.
+	}
+	return fmt.Errorf("redis: delete key %q: too much contention: %w", id, errs.ErrUnavailable)
 }

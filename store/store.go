@@ -12,6 +12,7 @@ import (
 
 	"context"
 	"io"
+	"net/url"
 	"time"
 )
 
@@ -197,6 +198,28 @@ type Swap interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	Delete(ctx context.Context, key string) error
 	Close() error
+}
+
+// Presigner is implemented by swap stores that can hand out URLs through
+// which a client without store credentials reads or writes one object, for a
+// limited time: processes reach their own snapshots that way. The control
+// plane streams snapshots itself for stores that do not implement it.
+//
+// Musts for every implementation:
+//   - A URL gives access to its key only, with its method only (PUT or GET),
+//     and only until ttl has passed (a transfer that started before may
+//     finish). Changing the key or the method in the URL invalidates it.
+//   - A PUT through the URL must carry Content-Length (no chunked
+//     encoding); it replaces the object atomically, as Put does, and a Get
+//     through the store reads what it wrote.
+//   - A GET through the URL answers the object as Get would, or 404 if it
+//     is absent.
+//   - Keys follow the rules of Swap: a bad key is an error wrapping
+//     errs.ErrInvalidArgument, and no URL.
+//   - Presigning is local: it makes no request to the store.
+type Presigner interface {
+	PresignPut(ctx context.Context, key string, ttl time.Duration) (*url.URL, error)
+	PresignGet(ctx context.Context, key string, ttl time.Duration) (*url.URL, error)
 }
 
 // UpdateProcess reads app/pid, applies change and writes the result back

@@ -15,6 +15,11 @@
 // Keys follow the same rules as package file's (clean relative paths), so that
 // snapshots can move between the two stores.
 //
+// The store is a store.Presigner: PresignPut and PresignGet sign, locally,
+// a URL for one object and one method, with which a process that holds no
+// credentials writes (one PUT with Content-Length, up to the 5 GiB that S3
+// takes in one request) or reads its snapshot.
+//
 // Put streams: objects up to 16 MiB go up in one request, larger or unsized
 // ones as a multipart upload of 16 MiB parts, holding at most a few parts in
 // memory. S3 makes
@@ -33,6 +38,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -54,7 +60,10 @@ type Store struct {
 	prefix string
 }
 
-var _ store.Swap = (*Store)(nil)
+var (
+	_ store.Swap      = (*Store)(nil)
+	_ store.Presigner = (*Store)(nil)
+)
 
 // Open connects to the bucket named by rawURL (see the package comment),
 // creating it if needed.
@@ -181,6 +190,34 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("s3: delete %q: %w", key, err)
 	}
 	return nil
+}
+
+// PresignPut returns a URL through which one PUT with Content-Length
+// writes key, until ttl (1s to 7 days) has passed.
+func (s *Store) PresignPut(ctx context.Context, key string, ttl time.Duration) (*url.URL, error) {
+	name, err := s.object(key)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.client.PresignedPutObject(ctx, s.bucket, name, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("s3: presign put %q: %w", key, err)
+	}
+	return u, nil
+}
+
+// PresignGet returns a URL through which a GET reads key, until ttl (1s to 7
+// days) has passed.
+func (s *Store) PresignGet(ctx context.Context, key string, ttl time.Duration) (*url.URL, error) {
+	name, err := s.object(key)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.client.PresignedGetObject(ctx, s.bucket, name, ttl, nil)
+	if err != nil {
+		return nil, fmt.Errorf("s3: presign get %q: %w", key, err)
+	}
+	return u, nil
 }
 
 func isNotFound(err error) bool {

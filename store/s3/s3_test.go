@@ -145,3 +145,10 @@ func (o oneByte) Read(p []byte) (int, error) {
 	}
 	return o.r.Read(p[:1])
 }
+
+func TestPresigner(t *testing.T) {
+	base := serverURL(t)
+	storetest.RunPresigner(t, func(t *testing.T) storetest.PresignSwap {
+		return open(t, withPrefix(t, base))
+	})
+}

@@ -64,21 +64,43 @@ type Process struct {
 // Client talks to one control plane.
 type Client struct {
 	endpoint string
+	token    string // API key sent as a Bearer credential, if any
 	http     *http.Client
 
 	mu    sync.Mutex
 	conns map[string]*DataConn // app/pid → data-plane connection
 }
 
+// Option configures a Client.
+type Option func(*Client)
+
+// WithToken makes the client authenticate with an API key (the admin's or
+// an application's), sent as "Authorization: Bearer TOKEN".
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// WithHTTPClient makes the client use hc, e.g. one that trusts a private CA.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
+
 // New returns a client of the control plane at endpoint (DefaultEndpoint if empty).
-func New(endpoint string) *Client {
+func New(endpoint string, opts ...Option) *Client {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	return &Client{
+	c := &Client{
 		endpoint: strings.TrimRight(endpoint, "/"),
 		http:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		conns:    make(map[string]*DataConn),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// authorize adds the client's credential to req.
+func (c *Client) authorize(req *http.Request) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 }
 
@@ -138,6 +160,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
@@ -227,6 +250,7 @@ func (c *Client) SendMessage(ctx context.Context, app, pid, key string, data []b
 	if err != nil {
 		return err
 	}
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
@@ -259,6 +283,7 @@ func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function stri
 		return InvokeResult{}, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return InvokeResult{}, fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
@@ -273,4 +298,50 @@ func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function stri
 	}
 	return InvokeResult{Output: out, PID: resp.Header.Get(HeaderPID),
 		Address: resp.Header.Get(HeaderAddress), Token: resp.Header.Get(HeaderToken)}, nil
+}
+
+// Key is an API key as the control plane shows it. Token is set only in the
+// answer that made it: it is not stored and not shown again.
+type Key struct {
+	ID        string    `json:"id"`
+	App       string    `json:"app,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Token     string    `json:"token,omitempty"`
+}
+
+// keysPath is where the keys of app live ("" for the admin keys).
+func keysPath(app string) string {
+	if app == "" {
+		return "/v1/keys"
+	}
+	return "/v1/apps/" + esc(app) + "/keys"
+}
+
+// CreateKey makes an API key for app ("" for an admin key).
+func (c *Client) CreateKey(ctx context.Context, app, name string) (Key, error) {
+	var k Key
+	err := c.do(ctx, http.MethodPost, keysPath(app), map[string]string{"name": name}, &k)
+	return k, err
+}
+
+// ListKeys lists the keys of app ("" for the admin keys), without tokens.
+func (c *Client) ListKeys(ctx context.Context, app string) ([]Key, error) {
+	var out struct {
+		Keys []Key `json:"keys"`
+	}
+	err := c.do(ctx, http.MethodGet, keysPath(app), nil, &out)
+	return out.Keys, err
+}
+
+// RevokeKey deletes a key of app ("" for an admin key): it stops working.
+func (c *Client) RevokeKey(ctx context.Context, app, id string) error {
+	return c.do(ctx, http.MethodDelete, keysPath(app)+"/"+esc(id), nil, nil)
+}
+
+// RotateKey replaces a key with a new one of the same app and name.
+func (c *Client) RotateKey(ctx context.Context, app, id string) (Key, error) {
+	var k Key
+	err := c.do(ctx, http.MethodPost, keysPath(app)+"/"+esc(id)+"/rotate", nil, &k)
+	return k, err
 }

@@ -53,8 +53,11 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	views := make([]appView, 0, len(apps))
+	c := callerOf(r)
 	for _, a := range apps {
-		views = append(views, viewApp(a))
+		if c.may(a.Name) { // an app's key sees its own app only
+			views = append(views, viewApp(a))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"apps": views})
 }

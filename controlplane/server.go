@@ -44,6 +44,9 @@ type Config struct {
 	// A replica that restarts with the same id takes its processes back at
 	// once instead of after the lease expires.
 	ReplicaID string
+	// NoAuth turns authentication of the REST API off: every caller is an
+	// admin. For tests and trusted networks only.
+	NoAuth bool
 	// LeaseTTL is how long this replica's lease on its processes lasts
 	// without a renewal (default 10s); it renews every LeaseTTL/3. Another
 	// replica takes the processes over once it has expired.
@@ -125,6 +128,8 @@ type Server struct {
 
 	// leaseUntil is when this replica's lease ends unless renewed (unix
 	// nanos); past it, the replica acts for no process. See lease.go.
+	keys keyCache // API keys recently verified; see auth.go
+
 	leaseUntil atomic.Int64
 	replicas   replicaView
 	started    time.Time
@@ -146,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ReplicaID), id: cfg.ReplicaID,
 		live: make(map[string]*live), backupLocks: make(map[string]*sync.Mutex),
 		watches: make(map[string]*appWatch), peers: make(map[string]*client.DataConn),
+		keys:     keyCache{byID: make(map[string]cachedKey)},
 		stopping: make(chan struct{})}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.routes()
@@ -167,17 +173,25 @@ func (s *Server) goBackground(fn func(ctx context.Context)) {
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	m.HandleFunc("POST /v1/apps", s.createApp)
-	m.HandleFunc("GET /v1/apps", s.listApps)
-	m.HandleFunc("GET /v1/apps/{app}", s.getApp)
-	m.HandleFunc("DELETE /v1/apps/{app}", s.deleteApp)
-	m.HandleFunc("POST /v1/apps/{app}/processes", s.createProcess)
-	m.HandleFunc("GET /v1/apps/{app}/processes", s.listProcesses)
-	m.HandleFunc("GET /v1/apps/{app}/processes/{pid}", s.getProcess)
-	m.HandleFunc("DELETE /v1/apps/{app}/processes/{pid}", s.deleteProcess)
-	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/swap", s.swapProcess)
-	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/messages/{key}", s.sendMessage)
-	m.HandleFunc("POST /v1/apps/{app}/invoke/{function}", s.invoke)
+	m.HandleFunc("POST /v1/apps", s.authed(adminOnly, s.createApp))
+	m.HandleFunc("GET /v1/apps", s.authed(anyCaller, s.listApps))
+	m.HandleFunc("GET /v1/apps/{app}", s.authed(ofApp, s.getApp))
+	m.HandleFunc("DELETE /v1/apps/{app}", s.authed(ofApp, s.deleteApp))
+	m.HandleFunc("POST /v1/apps/{app}/processes", s.authed(ofApp, s.createProcess))
+	m.HandleFunc("GET /v1/apps/{app}/processes", s.authed(ofApp, s.listProcesses))
+	m.HandleFunc("GET /v1/apps/{app}/processes/{pid}", s.authed(ofApp, s.getProcess))
+	m.HandleFunc("DELETE /v1/apps/{app}/processes/{pid}", s.authed(ofApp, s.deleteProcess))
+	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/swap", s.authed(ofApp, s.swapProcess))
+	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/messages/{key}", s.authed(ofApp, s.sendMessage))
+	m.HandleFunc("POST /v1/apps/{app}/invoke/{function}", s.authed(ofApp, s.invoke))
+	m.HandleFunc("POST /v1/apps/{app}/keys", s.authed(ofApp, s.createKey))
+	m.HandleFunc("GET /v1/apps/{app}/keys", s.authed(ofApp, s.listKeys))
+	m.HandleFunc("DELETE /v1/apps/{app}/keys/{id}", s.authed(ofApp, s.revokeKey))
+	m.HandleFunc("POST /v1/apps/{app}/keys/{id}/rotate", s.authed(ofApp, s.rotateKey))
+	m.HandleFunc("POST /v1/keys", s.authed(adminOnly, s.createKey))
+	m.HandleFunc("GET /v1/keys", s.authed(adminOnly, s.listKeys))
+	m.HandleFunc("DELETE /v1/keys/{id}", s.authed(adminOnly, s.revokeKey))
+	m.HandleFunc("POST /v1/keys/{id}/rotate", s.authed(adminOnly, s.rotateKey))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	s.internalRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -28,7 +28,7 @@ type cli struct {
 	json       bool
 }
 
-func (c *cli) client() *client.Client { return client.New(os.Getenv(EnvEndpoint)) }
+func (c *cli) client() *client.Client { return client.New(endpoint(), client.WithToken(token())) }
 
 // run executes the command line args and returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -56,12 +56,13 @@ in memory, take invocations over a direct data plane, talk to each other
 through mailboxes, and are swapped to storage when idle.
 
 The client commands talk to the control plane at $PRAAS_ENDPOINT
-(default ` + client.DefaultEndpoint + `).`,
+(default ` + client.DefaultEndpoint + `) with the API key in $PRAAS_TOKEN, or
+else the one the config file keeps for that endpoint (see praas login).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON instead of tables")
-	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.sendCmd(), c.runProcessCmd())
+	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.sendCmd(), c.keyCmd(), c.loginCmd(), c.runProcessCmd())
 	root.SetArgs(args)
 	root.SetIn(c.stdin)
 	root.SetOut(c.stdout)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/praas-dev/praas/controlplane"
 )
 
 // praasBin is the praas binary built once for the end-to-end tests: the
@@ -29,6 +31,17 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	praasBin = filepath.Join(dir, "praas")
+	// Admin keys that praas up makes go to a config file of the tests' own;
+	// every control plane of the tests accepts one admin key, which the CLI
+	// sends (TestFirstStartKey checks the made-up key path).
+	os.Setenv(EnvConfig, filepath.Join(dir, "config.json"))
+	_, adminKey, err := controlplane.NewKey("", "tests")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.Setenv("PRAAS_ADMIN_KEY", adminKey)
+	os.Setenv(EnvToken, adminKey)
 	build := exec.Command("go", "build", "-o", praasBin, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {

@@ -94,7 +94,7 @@ func uniqueName(prefix string) string {
 
 // clientOf returns a client of one replica.
 func clientOf(t *testing.T, cp *controlPlane) *client.Client {
-	c := client.New(cp.endpoint)
+	c := client.New(cp.endpoint, client.WithToken(token()))
 	t.Cleanup(func() { c.Close() })
 	return c
 }

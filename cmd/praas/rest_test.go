@@ -45,6 +45,7 @@ func TestRESTErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, base+tc.path, bytes.NewBufferString(tc.body))
+			req.Header.Set("Authorization", "Bearer "+token())
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

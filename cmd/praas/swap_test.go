@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,7 +56,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 func processStatus(t *testing.T, app, pid string) client.Process {
 	t.Helper()
-	p, err := client.New(os.Getenv(EnvEndpoint)).GetProcess(context.Background(), app, pid)
+	p, err := testClient().GetProcess(context.Background(), app, pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +296,7 @@ func TestMessageOrderAcrossSwaps(t *testing.T) {
 func demoClient(t *testing.T) *client.Client {
 	t.Helper()
 	ctx := context.Background()
-	c := client.New(os.Getenv(EnvEndpoint))
+	c := testClient()
 	t.Cleanup(func() { c.Close() })
 	if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
 		t.Fatal(err)
@@ -345,4 +344,10 @@ func osPID(handle string) (int, error) {
 		err = fmt.Errorf("handle %q names no process", handle)
 	}
 	return n, err
+}
+
+// testClient is a client of the current test's control plane, with the
+// admin key that control plane made on its first start.
+func testClient() *client.Client {
+	return client.New(endpoint(), client.WithToken(token()))
 }

@@ -41,6 +41,8 @@ type upConfig struct {
 	url              string
 	runDir           string
 	orphanTimeout    time.Duration
+	adminKey         string
+	noAuth           bool
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -72,6 +74,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long this replica's lease on its processes lasts unless renewed; others take them over after it expired")
 	f.StringVar(&cfg.url, "url", "", "URL where processes and other replicas reach this control plane (default: http://LISTEN)")
 	f.DurationVar(&cfg.orphanTimeout, "orphan-timeout", envDuration(cpapi.EnvOrphanTimeout, 5*time.Minute), "how long a process keeps serving while no control plane answers before it swaps itself out (default from $"+cpapi.EnvOrphanTimeout+")")
+	f.StringVar(&cfg.adminKey, "admin-key", os.Getenv("PRAAS_ADMIN_KEY"), "an admin API key (praas_ID_SECRET) to accept, stored hashed (default $PRAAS_ADMIN_KEY; without one, the first start makes one up and shows it once)")
+	f.BoolVar(&cfg.noAuth, "no-auth", false, "serve the REST API without authentication: anyone who reaches it is an admin (trusted networks and tests only)")
 	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
 	return cmd
 }
@@ -98,7 +102,12 @@ func (c *cli) up(cfg upConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(data, 0o755); err != nil {
+	// The data directory holds the metadata, snapshots and keys: nobody
+	// else, processes included, may read it.
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return fmt.Errorf("--data: %w", err)
+	}
+	if err := os.Chmod(data, 0o700); err != nil {
 		return fmt.Errorf("--data: %w", err)
 	}
 	meta, err := storeurl.OpenMetadata(c.ctx, cfg.metadata, data)
@@ -134,7 +143,14 @@ func (c *cli) up(cfg upConfig) error {
 			return err
 		}
 	}
+	var newAdminKey string
+	if !cfg.noAuth {
+		if newAdminKey, err = controlplane.EnsureAdminKey(c.ctx, meta, cfg.adminKey); err != nil {
+			return fmt.Errorf("admin key: %w", err)
+		}
+	}
 	cp, err := controlplane.New(controlplane.Config{
+		NoAuth:           cfg.noAuth,
 		ReplicaID:        replicaID,
 		LeaseTTL:         cfg.leaseTTL,
 		URL:              cfg.url,
@@ -162,6 +178,15 @@ func (c *cli) up(cfg upConfig) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	fmt.Fprintf(c.stdout, "praas control plane listening on http://%s (data in %s)\n", ln.Addr(), data)
+	if newAdminKey != "" {
+		c.showAdminKey(log, "http://"+ln.Addr().String(), newAdminKey)
+	}
+	if !isLoopback(ln.Addr()) {
+		if cfg.noAuth {
+			log.Warn("SECURITY: the REST API listens on a non-loopback address without authentication: anyone who reaches it controls every app", "listen", ln.Addr().String())
+		}
+		log.Warn("SECURITY: the REST API listens on a non-loopback address without TLS: keys and data cross the network in the clear", "listen", ln.Addr().String())
+	}
 	log.Info("control plane up", "listen", ln.Addr().String(), "data", data, "backend", cfg.backend, "replica", replicaID)
 	err = cp.Run(c.ctx, ln)
 	log.Info("control plane stopped")
@@ -207,4 +232,21 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// showAdminKey shows the admin key made on the first start, once, and keeps
+// it in the CLI's config file for this endpoint so the CLI picks it up.
+func (c *cli) showAdminKey(log *slog.Logger, url, key string) {
+	path, err := saveToken(url, key)
+	if err != nil {
+		log.Warn("could not keep the admin key for the CLI", "err", err)
+		path = "nowhere (set PRAAS_TOKEN)"
+	}
+	fmt.Fprintf(c.stdout, "admin key, shown only now (kept for the CLI in %s):\n%s\n", path, key)
+}
+
+// isLoopback reports whether a listener is reachable from this host only.
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/praas-dev/praas/bench/internal/blob"
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/controlplane"
 )
 
 // Env is what the experiments share: built binaries, a running control
@@ -102,6 +103,7 @@ func (e *Env) build(ctx context.Context) error {
 // ControlPlane is a `praas up` running as an OS process.
 type ControlPlane struct {
 	Endpoint string
+	Token    string // the admin key the harness gave it
 	Data     string
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -124,7 +126,12 @@ func (e *Env) startControlPlane(ctx context.Context, name string, extra ...strin
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	_, adminKey, err := controlplane.NewKey("", "bench")
+	if err != nil {
+		return nil, err
+	}
+	cp.Token = adminKey
+	args := append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn", "--admin-key", adminKey}, extra...)
 	cmd := exec.Command(e.Praas, args...)
 	cmd.Env = append(os.Environ(), "PRAAS_BENCH_REDIS="+e.RedisURL, "PRAAS_BENCH_S3="+e.S3URL)
 	cmd.Stderr = logf
@@ -244,7 +251,7 @@ func (e *Env) setup(ctx context.Context) error {
 	if e.CP, err = e.startControlPlane(ctx, "cp-file"); err != nil {
 		return err
 	}
-	e.C = client.New(e.CP.Endpoint)
+	e.C = client.New(e.CP.Endpoint, client.WithToken(e.CP.Token))
 	e.onClose(func() { e.C.Close() })
 	if e.TCPEcho, err = e.startBaseline("tcp-echo"); err != nil {
 		return err

@@ -75,7 +75,7 @@ func expInvoke(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	hc := &httpEchoClient{url: "http://" + e.HTTPEcho.Addr + "/echo",
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	defer hc.http.CloseIdleConnections()
-	cc := client.New(e.CP.Endpoint) // a client used only for the control-plane path
+	cc := client.New(e.CP.Endpoint, client.WithToken(e.CP.Token)) // a client used only for the control-plane path
 	defer cc.Close()
 
 	tbl := Table{Head: []string{"payload", "path", "median µs", "99% CI of median", "p99 µs", "ratio to floor", "n"}}

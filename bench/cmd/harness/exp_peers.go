@@ -64,7 +64,7 @@ func expPeers(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	if _, err := e.C.CreateProcess(ctx, "demo", "counter-cp"); err != nil {
 		return sec, nil, err
 	}
-	cc := client.New(e.CP.Endpoint)
+	cc := client.New(e.CP.Endpoint, client.WithToken(e.CP.Token))
 	defer cc.Close()
 	praasGuarantee := "memory; snapshot on swap"
 	systems = append(systems,

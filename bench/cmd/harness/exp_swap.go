@@ -56,7 +56,7 @@ func expSwap(ctx context.Context, e *Env) (*Section, []Measure, error) {
 		if err != nil {
 			stores = append(stores, &swapStore{name: "S3", avail: err})
 		} else {
-			c := client.New(cp.Endpoint)
+			c := client.New(cp.Endpoint, client.WithToken(cp.Token))
 			defer c.Close()
 			s := &swapStore{name: "S3", c: c, data: cp.Data}
 			if _, err := c.CreateApp(ctx, "img", e.Image); err != nil {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -28,7 +29,7 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	if err := validName("app name", req.Name); err != nil {
+	if err := names.App(req.Name); err != nil {
 		writeError(w, s.log, err)
 		return
 	}

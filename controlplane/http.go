@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 
 	"github.com/praas-dev/praas/errs"
 )
@@ -50,16 +49,6 @@ func readJSON(r *http.Request, v any, allowEmpty bool) error {
 	}
 	if dec.More() {
 		return fmt.Errorf("%w: bad JSON: trailing data", errs.ErrInvalidArgument)
-	}
-	return nil
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
-// validName checks an app name or pid.
-func validName(kind, s string) error {
-	if !nameRE.MatchString(s) {
-		return fmt.Errorf("%w: %s %q: use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", errs.ErrInvalidArgument, kind, s)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
 )
@@ -24,6 +25,16 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	function := r.PathValue("function")
+	if err := names.Function(function); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if pid := r.URL.Query().Get("pid"); pid != "" {
+		if err := names.PID(pid); err != nil {
+			writeError(w, s.log, err)
+			return
+		}
+	}
 	input, err := s.readPayload(r)
 	if err != nil {
 		writeError(w, s.log, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
 )
@@ -47,7 +48,7 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 	if req.PID == "" {
 		req.PID = "p-" + randomHex(4)
 	}
-	if err := validName("pid", req.PID); err != nil {
+	if err := names.PID(req.PID); err != nil {
 		writeError(w, s.log, err)
 		return
 	}
@@ -210,6 +211,10 @@ func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
 func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	app, p, ok := s.process(w, r)
 	if !ok {
+		return
+	}
+	if err := names.Key(r.PathValue("key")); err != nil {
+		writeError(w, s.log, err)
 		return
 	}
 	data, err := s.readPayload(r)

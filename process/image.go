@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
+
+	"github.com/praas-dev/praas/internal/names"
 )
 
 // Handler is a function of a process image. Invocations run concurrently and
@@ -84,11 +85,11 @@ func NewImage() *Image { return &Image{funcs: make(map[string]*Function)} }
 // Register adds a function. It panics on an empty or duplicate name or a nil
 // handler, since that is a programming error in the image.
 func (im *Image) Register(name string, h Handler, opts ...Option) {
-	if name == "" || len(name) > 255 || h == nil {
-		panic(fmt.Sprintf("praas: invalid registration of function %q", name))
+	if h == nil {
+		panic(fmt.Sprintf("praas: function %q registered without a handler", name))
 	}
-	if strings.Contains(name, ":") {
-		panic(fmt.Sprintf("praas: function name %q must not contain ':'", name))
+	if err := names.Function(name); err != nil {
+		panic("praas: " + err.Error())
 	}
 	f := &Function{Name: name, Handler: h}
 	for _, o := range opts {

@@ -174,13 +174,13 @@ func (c *serverConn) handshake() error {
 		return err
 	}
 	h, err := wire.DecodeHello(f.Meta)
-	if err != nil {
-		c.fatal(errs.InvalidArgument, err)
-		return err
-	}
-	if h.Version < wire.MinVersion {
+	if len(f.Meta) >= 2 && h.Version < wire.MinVersion {
 		err := fmt.Errorf("protocol version %d is not supported (%d to %d are)", h.Version, wire.MinVersion, wire.Version)
 		c.fatal(errs.FailedPrecondition, err)
+		return err
+	}
+	if err != nil {
+		c.fatal(errs.InvalidArgument, err)
 		return err
 	}
 	cfg := &c.rt.cfg

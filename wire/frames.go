@@ -10,19 +10,30 @@ import (
 type Hello struct {
 	Version uint16
 	Token   string
-	Source  string // pid of the calling process, or empty for a client
+	// Source is the pid of the calling process, or empty for a client. It
+	// is informational: a server takes the caller's identity from the token.
+	Source string
 }
 
 // Encode returns the metadata bytes.
 func (h Hello) Encode() []byte {
 	var m Meta
-	return m.U16(h.Version).Str8(h.Token).Str8(h.Source).B
+	return m.U16(h.Version).Str16(h.Token).Str8(h.Source).B
 }
 
-// DecodeHello parses FrameHello metadata.
+// DecodeHello parses FrameHello metadata. Version is set whenever meta
+// holds one, even if the rest does not decode: the layout after it depends
+// on the version, so a server answers an old client by its version.
 func DecodeHello(meta []byte) (Hello, error) {
 	r := NewMetaReader(meta)
-	h := Hello{Version: r.U16("version"), Token: r.Str8("token"), Source: r.Str8("source")}
+	h := Hello{Version: r.U16("version")}
+	if len(meta) < 2 {
+		return h, r.Done()
+	}
+	if h.Version < MinVersion {
+		return h, fmt.Errorf("%w: hello of protocol version %d, whose layout this package no longer reads", ErrMalformed, h.Version)
+	}
+	h.Token, h.Source = r.Str16("token"), r.Str8("source")
 	return h, r.Done()
 }
 

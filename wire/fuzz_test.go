@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -15,7 +16,7 @@ func FuzzReader(f *testing.F) {
 	var seed bytes.Buffer
 	w := NewWriter(&seed)
 	inv, _ := AppendInvoke(nil, "echo", []uint64{1})
-	_ = w.WriteFrame(FrameHello, 0, Hello{Version: Version, Token: "t", Source: "a"}.Encode(), nil)
+	_ = w.WriteFrame(FrameHello, 0, Hello{Version: Version, Token: strings.Repeat("t", 300), Source: "a"}.Encode(), nil)
 	_ = w.WriteFrame(FrameInvoke, 1, inv, []byte("hello"))
 	_ = w.WriteFrame(FrameMessage, 2, Message{Source: "a", Key: "k"}.Encode(), []byte("m"))
 	_ = w.WriteFrame(FrameError, 3, EncodeCode(1), []byte("oops"))
@@ -37,7 +38,9 @@ func FuzzReader(f *testing.F) {
 			}
 			switch fr.Type {
 			case FrameHello:
-				_, _ = DecodeHello(fr.Meta)
+				if h, err := DecodeHello(fr.Meta); err == nil && !bytes.Equal(h.Encode(), fr.Meta) {
+					t.Fatalf("hello meta does not round-trip")
+				}
 			case FrameWelcome:
 				_, _ = DecodeWelcome(fr.Meta)
 			case FrameInvoke:

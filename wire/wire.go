@@ -29,6 +29,12 @@
 //
 //	1 (2026-11-22): first version: hello/welcome, invoke/result/error,
 //	                message/ack, go-away, ping/pong.
+//	2 (2026-12-01): the hello's token is a str16 (control-plane-signed
+//	                tokens, see internal/token, are longer than 255 bytes);
+//	                the caller's identity and a message's source come from
+//	                the token; a request the token does not allow is
+//	                answered with FrameError PermissionDenied. Version 1 is
+//	                no longer accepted.
 package wire
 
 import (
@@ -41,10 +47,10 @@ import (
 )
 
 // Version is the highest protocol version this package speaks.
-const Version uint16 = 1
+const Version uint16 = 2
 
 // MinVersion is the lowest protocol version this package still accepts.
-const MinVersion uint16 = 1
+const MinVersion uint16 = 2
 
 // HeaderLen is the size of the fixed frame header.
 const HeaderLen = 16
@@ -59,8 +65,10 @@ const MaxMeta = 1<<16 - 1
 // uint8 length then bytes, str16 a uint16 length then bytes).
 const (
 	// FrameHello (client → server, first frame, ID 0).
-	// meta: version uint16 (highest the client speaks), token str8, source pid str8
-	// (the sending process's pid for process-to-process connections, else empty).
+	// meta: version uint16 (highest the client speaks), token str16 (signed
+	// by the control plane: who the caller is, what it may do, until when),
+	// source pid str8 (the calling process's pid, else empty; informational:
+	// the server trusts the token, not this).
 	FrameHello uint8 = 1
 	// FrameWelcome (server → client, ID 0). meta: version uint16 (the one both
 	// will speak), app str8, pid str8.
@@ -74,7 +82,9 @@ const (
 	// FrameError (either way). meta: code uint16 (errs.Code). payload: message.
 	FrameError uint8 = 5
 	// FrameMessage (client → server): put a message into the mailbox.
-	// meta: source pid str8, key str16. payload: the message data.
+	// meta: source pid str8, key str16. payload: the message data. The
+	// server replaces source with the token's subject unless the token
+	// allows relaying (the control plane delivering queued messages).
 	FrameMessage uint8 = 6
 	// FrameAck (server → client): the message is in the mailbox. No meta, no payload.
 	FrameAck uint8 = 7

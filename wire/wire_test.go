@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/praas-dev/praas/errs"
@@ -121,6 +122,26 @@ func TestToken(t *testing.T) {
 		if CheckToken(c[0], c[1], c[2], tok) {
 			t.Fatalf("token accepted for %v", c)
 		}
+	}
+}
+
+func TestHello(t *testing.T) {
+	long := strings.Repeat("t", 1000) // signed tokens are longer than a str8
+	h := Hello{Version: Version, Token: long, Source: "p1"}
+	got, err := DecodeHello(h.Encode())
+	if err != nil || got != h {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	// A version-1 hello (token str8) is recognised by its version, so the
+	// server can answer with the versions it speaks.
+	var m Meta
+	old := m.U16(1).Str8("token").Str8("").B
+	got, err = DecodeHello(old)
+	if !errors.Is(err, ErrMalformed) || got.Version != 1 {
+		t.Fatalf("version-1 hello: %+v, %v", got, err)
+	}
+	if _, err := DecodeHello([]byte{0}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("short hello: %v", err)
 	}
 }
 

@@ -194,7 +194,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 			}
 		})
 	}
-	writeJSON(w, http.StatusOK, s.heartbeatReply(hb.App))
+	reply := s.heartbeatReply(hb.App)
+	reply.Orphan = s.orphanAccess(r.Context(), l, time.Duration(hb.OrphanNanos))
+	writeJSON(w, http.StatusOK, reply)
 }
 
 func addUsage(a, b store.Usage) store.Usage {

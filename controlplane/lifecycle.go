@@ -278,7 +278,6 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 		Secrets: []string{cpapi.EnvSecret + "=" + app.Secret},
 	}
 	if s.cfg.SwapURL != "" {
-		spec.Secrets = append(spec.Secrets, cpapi.EnvSwap+"="+s.cfg.SwapURL)
 		if rec.Snapshot != "" {
 			spec.Env = append(spec.Env, cpapi.EnvRestore+"="+rec.Snapshot)
 		}

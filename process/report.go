@@ -45,7 +45,7 @@ func (rt *Runtime) report(ctx context.Context) error {
 			}
 		} else {
 			hb := cpapi.Heartbeat{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation,
-				Usage: rt.usage(), IdleNanos: int64(rt.idleFor())}
+				Usage: rt.usage(), IdleNanos: int64(rt.idleFor()), OrphanNanos: int64(rt.orphanWindow())}
 			err = rt.post(ctx, cpapi.PathHeartbeat, hb, &reply)
 			if errors.Is(err, errUnknownInstance) {
 				registered = false // the control plane lost us: register again now
@@ -58,6 +58,9 @@ func (rt *Runtime) report(ctx context.Context) error {
 		if err == nil {
 			lastContact = time.Now()
 			rt.cp.learn(reply.Replicas)
+			if reply.Orphan != nil {
+				rt.orphanPut.Store(reply.Orphan)
+			}
 			if reply.Owner != "" && rt.cp.follow(reply.Owner) {
 				// Another replica owns us: register there at once.
 				registered = false
@@ -200,13 +203,18 @@ func (rt *Runtime) postRaw(ctx context.Context, path string, data []byte) error 
 	return rt.do(ctx, path, "application/octet-stream", data, nil)
 }
 
+// authorize adds the runtime's credentials for the internal API to req.
+func (rt *Runtime) authorize(req *http.Request) {
+	req.Header.Set("Authorization", "Bearer "+rt.cfg.Secret)
+}
+
 func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, reply any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rt.cp.url()+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", contentType)
-	req.Header.Set("Authorization", "Bearer "+rt.cfg.Secret)
+	rt.authorize(req)
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return err

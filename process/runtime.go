@@ -56,9 +56,13 @@ type Config struct {
 	// OrphanTimeout is how long the runtime keeps serving while the control
 	// plane is unreachable before it swaps itself out and exits (default 5m).
 	OrphanTimeout time.Duration
-	// Swap is where snapshots go; nil runs without swapping (state is lost at exit).
+	// Swap is where snapshots go when the runtime runs without a control
+	// plane (tests, standalone use); nil runs without swapping (state is
+	// lost at exit). With a control plane it must be nil: the runtime holds
+	// no store credentials and reaches its own snapshots, and only those,
+	// through access the control plane grants per snapshot (see swap.go).
 	Swap store.Swap
-	// RestoreKey, if set, is the snapshot in Swap to load before serving.
+	// RestoreKey, if set, is the snapshot to load before serving.
 	RestoreKey string
 	// CheckpointInterval, if positive, writes a snapshot that often while
 	// anything changed, bounding what a crash loses.
@@ -98,8 +102,11 @@ func (c *Config) Validate() error {
 	if c.Secret == "" {
 		return errors.New("process runtime: secret is required")
 	}
-	if c.RestoreKey != "" && c.Swap == nil && os.Getenv(cpapi.EnvSwap) == "" {
-		return errors.New("process runtime: restore needs a swap store")
+	if c.Swap != nil && c.ControlPlane != "" {
+		return errors.New("process runtime: with a control plane, snapshots go through it: no swap store")
+	}
+	if c.RestoreKey != "" && c.Swap == nil && c.ControlPlane == "" {
+		return errors.New("process runtime: restore needs a swap store or a control plane")
 	}
 	return nil
 }
@@ -146,15 +153,15 @@ func ConfigFromEnv() (Config, error) {
 		}
 	}
 	c.RestoreKey = os.Getenv(cpapi.EnvRestore)
-	if err := c.Validate(); err != nil {
-		return c, err
-	}
 	if v := os.Getenv(cpapi.EnvSwap); v != "" {
+		if c.ControlPlane != "" {
+			return c, fmt.Errorf("%s is for a runtime without a control plane: with %s, snapshots go through the control plane", cpapi.EnvSwap, cpapi.EnvControlPlane)
+		}
 		if c.Swap, err = storeurl.OpenSwap(context.Background(), v, ""); err != nil {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvSwap, err)
 		}
 	}
-	return c, nil
+	return c, c.Validate()
 }
 
 // Runtime is one running process.
@@ -196,6 +203,10 @@ type Runtime struct {
 	cp cpLink
 	// snapSeq numbers the snapshots this generation writes (see cpapi.SnapshotKey).
 	snapSeq atomic.Uint64
+	// orphanPut is the control plane's latest pre-issued PUT of this
+	// generation's orphan key (stores that presign URLs only), for a final
+	// snapshot once no control plane answers.
+	orphanPut atomic.Pointer[cpapi.SnapshotAccess]
 
 	// mutations counts changes to durable state, so checkpoints skip idle periods.
 	mutations atomic.Uint64
@@ -274,7 +285,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		go rt.watchMembers(loopCtx)
 	}
 	checkpointDone := make(chan struct{})
-	if rt.cfg.Swap != nil && rt.cfg.CheckpointInterval > 0 {
+	if rt.swaps() && rt.cfg.CheckpointInterval > 0 {
 		go func() { defer close(checkpointDone); rt.checkpointLoop(loopCtx) }()
 	} else {
 		close(checkpointDone)
@@ -302,13 +313,13 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		rt.log.Warn("swapping out on our own", "err", runErr)
 		runErr = nil
 	}
-	if runErr == nil && rt.cfg.Swap != nil && !drained {
+	if runErr == nil && rt.swaps() && !drained {
 		// Invocations still run and may change state: a snapshot now could
 		// miss their changes. Leave the previous snapshot as the last word;
 		// the control plane marks the process failed.
 		return fmt.Errorf("swap out: invocations still running after %s; no final snapshot", rt.cfg.DrainTimeout)
 	}
-	if runErr == nil && rt.cfg.Swap != nil {
+	if runErr == nil && rt.swaps() {
 		// Swap out: everything has drained, so this snapshot is the last word.
 		swapCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 		defer cancel()

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -417,26 +421,92 @@ func TestBorrowedInputsAreNotReusedTooEarly(t *testing.T) {
 	}
 }
 
-// A runtime whose control plane stays away swaps itself out and exits, so
-// a control plane that comes back restores it instead of losing it.
-func TestOrphanSwapsItselfOut(t *testing.T) {
-	swap, err := file.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := testImage()
+// fakeControlPlane answers register and heartbeats, with orphan (if set)
+// as the pre-issued orphan PUT, until it is closed.
+type fakeControlPlane struct {
+	*httptest.Server
+	beats       atomic.Int64
+	orphanNanos atomic.Int64
+}
+
+func newFakeControlPlane(t *testing.T, orphan *cpapi.SnapshotAccess) *fakeControlPlane {
+	f := &fakeControlPlane{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reply := cpapi.HeartbeatReply{Epoch: 1}
+		switch r.URL.Path {
+		case cpapi.PathRegister:
+		case cpapi.PathHeartbeat:
+			var hb cpapi.Heartbeat
+			if err := json.NewDecoder(r.Body).Decode(&hb); err != nil {
+				t.Errorf("heartbeat: %v", err)
+			}
+			f.orphanNanos.Store(hb.OrphanNanos)
+			reply.Orphan = orphan
+			defer f.beats.Add(1)
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(reply)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+// fakePresigned stands for a store's presigned URL: it takes one PUT with
+// Content-Length and no credentials.
+type fakePresigned struct {
+	*httptest.Server
+	mu   sync.Mutex
+	body []byte
+	puts int
+}
+
+func newFakePresigned(t *testing.T) *fakePresigned {
+	f := &fakePresigned{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut || r.URL.Query().Get("signature") != "ok" || r.Header.Get("Authorization") != "" || r.ContentLength <= 0 {
+			t.Errorf("presigned URL: %s %s, Authorization %q, Content-Length %d", r.Method, r.URL, r.Header.Get("Authorization"), r.ContentLength)
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("presigned URL: %v", err)
+			return
+		}
+		f.mu.Lock()
+		f.body, f.puts = b, f.puts+1
+		f.mu.Unlock()
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+// runOrphan runs a runtime reporting to cp, waits for a few heartbeats,
+// takes the control plane away and waits for the runtime to exit.
+func runOrphan(t *testing.T, cp *fakeControlPlane) {
+	t.Helper()
 	rt, err := process.New(process.Config{
-		App: "app", PID: "p1", Secret: secret, Swap: swap,
-		ControlPlane:  "http://127.0.0.1:1", // nothing listens there
+		App: "app", PID: "p1", Secret: secret, Generation: 3,
+		ControlPlane:  cp.URL,
 		Heartbeat:     20 * time.Millisecond,
 		OrphanTimeout: 200 * time.Millisecond,
-	}, im)
+	}, testImage())
 	if err != nil {
 		t.Fatal(err)
 	}
 	rt.Process().SetState("kept", []byte("yes"))
 	done := make(chan error, 1)
 	go func() { done <- rt.Run(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for cp.beats.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeats")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cp.Close()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -445,9 +515,42 @@ func TestOrphanSwapsItselfOut(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("orphan did not exit")
 	}
-	r, err := swap.Get(context.Background(), cpapi.SnapshotKey("app", "p1", 0, cpapi.OrphanSeq))
-	if err != nil {
-		t.Fatalf("no snapshot left behind: %v", err)
-	}
-	r.Close()
+}
+
+// A runtime whose control plane stays away swaps itself out and exits, so
+// a control plane that comes back restores it instead of losing it. It holds
+// no store credentials: it writes through the URL the control plane issued
+// in advance, if the store makes them.
+func TestOrphanSwapsItselfOut(t *testing.T) {
+	t.Run("through the pre-issued URL", func(t *testing.T) {
+		store := newFakePresigned(t)
+		key := cpapi.SnapshotKey("app", "p1", 3, cpapi.OrphanSeq)
+		cp := newFakeControlPlane(t, &cpapi.SnapshotAccess{Key: key, URL: store.URL + "/" + key + "?signature=ok",
+			Method: http.MethodPut, Expires: time.Now().Add(time.Hour)})
+		runOrphan(t, cp)
+		if got := time.Duration(cp.orphanNanos.Load()); got < 200*time.Millisecond {
+			t.Errorf("heartbeats ask for an orphan URL valid %s, less than the orphan timeout", got)
+		}
+		store.mu.Lock()
+		body, puts := store.body, store.puts
+		store.mu.Unlock()
+		if puts != 1 {
+			t.Fatalf("%d PUTs through the orphan URL, want 1", puts)
+		}
+		// The control plane that comes back restores it.
+		swap, err := file.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := swap.Put(context.Background(), key, bytes.NewReader(body), int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+		rt, _ := startRuntime(t, testImage(), func(c *process.Config) { c.Swap, c.RestoreKey = swap, key })
+		if v, _ := rt.Process().State("kept"); string(v) != "yes" {
+			t.Fatalf("restored state kept = %q, want yes", v)
+		}
+	})
+	t.Run("without one the orphan writes nothing", func(t *testing.T) {
+		runOrphan(t, newFakeControlPlane(t, nil))
+	})
 }

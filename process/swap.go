@@ -1,13 +1,17 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
+	"net/url"
 	"time"
 
+	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 )
 
@@ -26,6 +30,10 @@ func (rt *Runtime) capture() *snapshotData {
 	}
 }
 
+// swaps reports whether the runtime writes snapshots: to its own swap store
+// (no control plane) or through the control plane.
+func (rt *Runtime) swaps() bool { return rt.cfg.Swap != nil || rt.cfg.ControlPlane != "" }
+
 // saveSnapshot streams a snapshot into the swap store, then tells the
 // control plane if report is set (final: this is the swap-out, the process
 // exits next). An orphan's final snapshot goes under the generation's orphan
@@ -35,13 +43,38 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 	d := rt.capture()
 	size := d.size()
 	seq := rt.snapSeq.Add(1)
-	if final && !report {
+	orphan := final && !report
+	if orphan {
 		seq = cpapi.OrphanSeq
 	}
 	key := cpapi.SnapshotKey(rt.cfg.App, rt.cfg.PID, rt.cfg.Generation, seq)
-	stream := &snapshotStream{d: d}
-	err := rt.cfg.Swap.Put(ctx, key, stream, size)
-	stream.close()
+	var err error
+	switch {
+	case rt.cfg.ControlPlane == "":
+		stream := &snapshotStream{d: d}
+		err = rt.cfg.Swap.Put(ctx, key, stream, size)
+		stream.close()
+	case orphan:
+		a := rt.orphanPut.Load()
+		if a == nil {
+			// The swap store lives with the control plane and presigns no
+			// URLs: nothing can be written without it.
+			rt.log.Warn("no control plane and no pre-issued orphan URL: no final snapshot; changes since the last checkpoint are lost", "key", key)
+			return nil
+		}
+		for range 3 { // no control plane to ask for a fresh grant: the URL is all there is
+			if err = rt.putSnapshot(ctx, *a, key, d, size); err == nil || isPermanent(err) || ctx.Err() != nil {
+				break
+			}
+		}
+		err = unwrapPermanent(err)
+	default:
+		req := cpapi.SnapshotAccessRequest{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation,
+			Op: cpapi.SnapshotPut, Seq: seq, Size: size}
+		err = rt.withAccess(ctx, req, key, func(a cpapi.SnapshotAccess) error {
+			return rt.putSnapshot(ctx, a, key, d, size)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("write snapshot %s: %w", key, err)
 	}
@@ -63,12 +96,32 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 // restore loads the snapshot at key into the (still empty) process.
 func (rt *Runtime) restore(ctx context.Context, key string) error {
 	start := time.Now()
-	r, err := rt.cfg.Swap.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("read snapshot %s: %w", key, err)
+	var d *snapshotData
+	read := func(r io.ReadCloser) error {
+		defer r.Close()
+		var err error
+		d, err = readSnapshot(r)
+		return err
 	}
-	defer r.Close()
-	d, err := readSnapshot(r)
+	var err error
+	if rt.cfg.ControlPlane == "" {
+		var r io.ReadCloser
+		if r, err = rt.cfg.Swap.Get(ctx, key); err == nil {
+			err = read(r)
+		}
+	} else {
+		req := cpapi.SnapshotAccessRequest{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation,
+			Op: cpapi.SnapshotGet, Key: key}
+		err = rt.withAccess(ctx, req, key, func(a cpapi.SnapshotAccess) error {
+			r, err := rt.transfer(ctx, a, nil, 0)
+			if err != nil {
+				return err
+			}
+			// Not retried: a snapshot that does not decode is refused whole,
+			// and the control plane starts the process anew.
+			return permanent(read(r))
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("read snapshot %s: %w", key, err)
 	}
@@ -114,6 +167,162 @@ func (rt *Runtime) checkpointLoop(ctx context.Context) {
 	}
 }
 
+// orphanWindow is how long from now this runtime may still write its
+// orphan snapshot: its orphan timeout, a heartbeat and its request timeout,
+// the drain, and a margin. The control plane's pre-issued orphan URL should
+// stay valid that long.
+func (rt *Runtime) orphanWindow() time.Duration {
+	return rt.cfg.OrphanTimeout + rt.cfg.Heartbeat + httpClient.Timeout + rt.cfg.DrainTimeout + goAwayGrace + time.Minute
+}
+
+// snapshotClient moves snapshots between the runtime and the swap store (or
+// the control plane's streaming route). It has no overall timeout: a
+// snapshot may be large, and the caller's context bounds the transfer.
+var snapshotClient = &http.Client{}
+
+// withAccess asks the control plane for the access req describes (to key)
+// and runs do with it. A replica that does not answer, a refusal the
+// control plane calls temporary, or a transfer that broke off make it try
+// again, with the next replica and a fresh grant, until ctx ends; a refusal
+// or a permanent error of do ends it.
+func (rt *Runtime) withAccess(ctx context.Context, req cpapi.SnapshotAccessRequest, key string, do func(cpapi.SnapshotAccess) error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		var a cpapi.SnapshotAccess
+		err := rt.post(ctx, cpapi.PathSnapshotAccess, req, &a)
+		var apiErr *cpError
+		var netErr *url.Error
+		switch {
+		case err == nil:
+			if err = do(a); err == nil || isPermanent(err) {
+				return unwrapPermanent(err)
+			}
+		case errors.Is(err, errRetired):
+			return err
+		case errors.As(err, &apiErr):
+			if errs.CodeOf(err) != errs.Unavailable {
+				return err
+			}
+		case errors.As(err, &netErr):
+			rt.cp.failover()
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		rt.log.Debug("snapshot transfer: trying again", "op", req.Op, "key", key, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// putSnapshot streams d (size bytes) with the PUT that a grants for key.
+func (rt *Runtime) putSnapshot(ctx context.Context, a cpapi.SnapshotAccess, key string, d *snapshotData, size int64) error {
+	if a.Key != key || a.Method != http.MethodPut {
+		return permanent(fmt.Errorf("the control plane granted %s of %q, not PUT of %q", a.Method, a.Key, key))
+	}
+	stream := &snapshotStream{d: d}
+	body, err := rt.transfer(ctx, a, stream.reader(), size)
+	stream.close()
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	return body.Close()
+}
+
+// transfer makes the request a grants and returns the answer's body. A PUT
+// sends body, exactly size bytes, with Content-Length (presigned S3 URLs
+// take no chunked uploads). Failures worth a new grant are returned as
+// they are, the others as permanent.
+func (rt *Runtime) transfer(ctx context.Context, a cpapi.SnapshotAccess, body io.Reader, size int64) (io.ReadCloser, error) {
+	if a.Method != http.MethodPut && a.Method != http.MethodGet {
+		return nil, permanent(fmt.Errorf("snapshot access with method %q", a.Method))
+	}
+	if a.Method == http.MethodGet || size == 0 {
+		body = nil
+	}
+	req, err := http.NewRequestWithContext(ctx, a.Method, a.URL, body)
+	if err != nil {
+		return nil, permanent(err)
+	}
+	if body != nil {
+		req.ContentLength = size
+	}
+	for k, v := range a.Headers {
+		req.Header.Set(k, v)
+	}
+	if a.Auth {
+		rt.authorize(req)
+	}
+	resp, err := snapshotClient.Do(req)
+	if err != nil {
+		// The error names the URL, whose query may hold a signature.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactQuery(ue.URL)
+		}
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp.Body, nil
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	err = fmt.Errorf("%s %s: %s: %s", a.Method, redactQuery(a.URL), resp.Status, bytes.TrimSpace(raw))
+	switch {
+	case resp.StatusCode == http.StatusGone && a.Auth:
+		return nil, permanent(errRetired)
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, permanent(fmt.Errorf("%w: %w", errs.ErrNotFound, err))
+	case resp.StatusCode >= 500:
+		return nil, err
+	}
+	return nil, permanent(err)
+}
+
+// redactQuery drops the query of a URL shown in an error or a log.
+func redactQuery(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "REDACTED"
+	}
+	return u.String()
+}
+
+// permanentError is a failure of a transfer that a new grant would not cure.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+func isPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// unwrapPermanent returns the error a permanentError wraps.
+func unwrapPermanent(err error) error {
+	var p *permanentError
+	if errors.As(err, &p) {
+		return p.err
+	}
+	return err
+}
+
 // snapshotStream is a snapshot as a byte stream for Swap.Put. A store that
 // copies with io.WriterTo (the file store) gets the encoder writing straight
 // into its file; one that reads (S3) gets the bytes through a pipe.
@@ -128,13 +337,18 @@ func (s *snapshotStream) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
-func (s *snapshotStream) Read(p []byte) (int, error) {
+func (s *snapshotStream) Read(p []byte) (int, error) { return s.reader().Read(p) }
+
+// reader starts the encoder behind a pipe and returns the pipe's end. A
+// caller that hands it to another goroutine (an HTTP transport, which may
+// still read after the response came) may call close meanwhile.
+func (s *snapshotStream) reader() io.Reader {
 	if s.pr == nil {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(writeSnapshot(pw, s.d)) }()
 		s.pr = pr
 	}
-	return s.pr.Read(p)
+	return s.pr
 }
 
 // close stops the encoder if the store gave up reading early.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/praas-dev/praas/store"
 )
@@ -23,6 +24,13 @@ const (
 	// PathFlush asks the replica that owns a process to deliver its backup
 	// queue (?app=&pid=): another replica queued a message for it.
 	PathFlush = "/internal/v1/flush"
+	// PathSnapshotAccess grants a process access to one of its own
+	// snapshots: SnapshotAccessRequest in, SnapshotAccess out.
+	PathSnapshotAccess = "/internal/v1/snapshot-access"
+	// PathSnapshotData streams a snapshot between a process and a swap store
+	// that cannot presign URLs (PUT or GET ?app=&pid=&generation=&key=): the
+	// URL a SnapshotAccess names for such a store.
+	PathSnapshotData = "/internal/v1/snapshot-data"
 )
 
 // Env variables through which a backend configures a process runtime.
@@ -37,7 +45,7 @@ const (
 	EnvMaxConcurrency = "PRAAS_MAX_CONCURRENCY"
 	EnvMaxPayload     = "PRAAS_MAX_PAYLOAD"
 	EnvHeartbeat      = "PRAAS_HEARTBEAT" // a time.Duration
-	EnvSwap           = "PRAAS_SWAP"      // swap store URL
+	EnvSwap           = "PRAAS_SWAP"      // swap store URL, for a runtime without a control plane only
 	EnvRestore        = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
 	EnvCheckpoint     = "PRAAS_CHECKPOINT_INTERVAL"
 	EnvOrphanTimeout  = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
@@ -74,6 +82,10 @@ type Heartbeat struct {
 	// IdleNanos is how long the data plane has been idle (no invocation
 	// running, none received), for the scale-down policy.
 	IdleNanos int64 `json:"idle_ns"`
+	// OrphanNanos is how long from now the runtime may still need to write
+	// its orphan snapshot (its orphan timeout, drain time and a margin): the
+	// reply's Orphan URL should stay valid that long.
+	OrphanNanos int64 `json:"orphan_ns,omitempty"`
 }
 
 // HeartbeatReply tells the runtime the current epoch; Membership is set when
@@ -86,6 +98,47 @@ type HeartbeatReply struct {
 	// Replicas are the URLs of the live control-plane replicas, for the
 	// runtime to try when the one it reports to stops answering.
 	Replicas []string `json:"replicas,omitempty"`
+	// Orphan, in a heartbeat reply, is a pre-issued PUT of the orphan key
+	// of the process's generation (OrphanSeq), for the final snapshot of a
+	// runtime that no control plane answers any more. Only stores that
+	// presign URLs have one; each reply renews it.
+	Orphan *SnapshotAccess `json:"orphan,omitempty"`
+}
+
+// Snapshot access operations.
+const (
+	SnapshotPut = "put"
+	SnapshotGet = "get"
+)
+
+// SnapshotAccessRequest asks for access to one of the caller's snapshots.
+// Put: the key SnapshotKey(App, PID, Generation, Seq), which the control
+// plane grants only to the record's current generation while a live replica
+// owns it. Get: the snapshot the record names (Key, if set, must be it), to
+// the same generation.
+type SnapshotAccessRequest struct {
+	App        string `json:"app"`
+	PID        string `json:"pid"`
+	Generation uint64 `json:"generation"`
+	Op         string `json:"op"`             // SnapshotPut or SnapshotGet
+	Seq        uint64 `json:"seq,omitempty"`  // put: the snapshot's number, >= 1
+	Size       int64  `json:"size,omitempty"` // put: its exact length
+	Key        string `json:"key,omitempty"`  // get: the key the runtime means to restore
+}
+
+// SnapshotAccess is one transfer a process may make: Method (PUT or GET) on
+// URL with Headers, before Expires. A PUT carries Content-Length. When Auth
+// is set the URL is the control plane's own (for stores that presign no
+// URLs) and the process sends its internal-API credentials with it, as with
+// every internal call; otherwise the URL carries its own authorization and
+// the request must carry none.
+type SnapshotAccess struct {
+	Key     string            `json:"key"`
+	URL     string            `json:"url"`
+	Method  string            `json:"method"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Auth    bool              `json:"auth,omitempty"`
+	Expires time.Time         `json:"expires"`
 }
 
 // Snapshot reports a snapshot the runtime wrote. Final marks the swap-out:

@@ -54,7 +54,7 @@ func TestProcStat(t *testing.T) {
 // signalled, and is removed.
 func TestStrangerNeverSignalled(t *testing.T) {
 	dir := t.TempDir()
-	b, err := New(Config{RunDir: filepath.Join(dir, "run")})
+	b, err := New(Config{RunDir: filepath.Join(dir, "run"), Isolation: IsolationNone})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,12 +19,23 @@
 // and Go runtimes (the race detector above all) reserve far more than they
 // use, so it would kill healthy processes; real limits need cgroups, which
 // are neither cheap nor always delegated to us.
+//
+// Config.Isolation keeps apps apart (see Isolation and docs/security.md):
+// as root, each app's processes run as a uid of their own, with a private
+// scratch directory, and where bubblewrap works, in namespaces of their own
+// that show them only their image, their scratch directory and the system's
+// libraries. In the namespaces mode the backend's child is bubblewrap: a
+// Handle names it (it lives exactly as long as the sandbox), and signals go
+// straight to the runtime inside, which is pid 1 of its pid namespace.
 package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -51,9 +62,27 @@ type Config struct {
 	// sharing it share their processes.
 	RunDir string
 	// LogDir receives one log file per process (LogDir/APP/PID.log); if
-	// empty, output is discarded.
+	// empty, output is discarded. The backend writes the files: processes
+	// inherit a descriptor and need no access to LogDir.
 	LogDir string
 	Logger *slog.Logger
+
+	// Isolation is how processes are kept apart (default IsolationAuto:
+	// the strongest mode that works here).
+	Isolation Isolation
+	// FirstUID and UIDs are the range of uids (and gids of the same
+	// numbers) apps get in the user and namespaces modes, one per app, kept
+	// in RunDir; FirstUID itself is reserved for probing. Control planes on
+	// one host that do not share a RunDir need ranges that do not overlap.
+	// Default DefaultFirstUID and DefaultUIDs.
+	FirstUID, UIDs uint32
+	// SandboxDir receives the copies of images that sandboxed processes
+	// run and their scratch directories (default DefaultSandboxDir). Every
+	// directory above it must let other users through.
+	SandboxDir string
+	// Bwrap is the bubblewrap binary (default: bwrap in PATH, else
+	// /usr/bin/bwrap).
+	Bwrap string
 }
 
 // baseEnv is the whole environment a process gets besides its Spec's: the
@@ -70,17 +99,31 @@ const killWait = 5 * time.Second
 type Backend struct {
 	cfg    Config
 	bootID string
+	sb     *sandbox // nil without isolation
+	desc   string   // what Isolation says
+	// scratch holds the scratch directories of this RunDir's processes
+	// (SandboxDir/scratch/RUNKEY).
+	scratch string
 
-	mu       sync.Mutex
-	children map[ident]*child // started by this instance
+	mu        sync.Mutex
+	children  map[ident]*child // started by this instance
+	uids      map[string]uint32
+	imageSums map[string]imageSum
+}
+
+type imageSum struct {
+	key fileKey
+	sha string
 }
 
 // child is a process this instance started and reaps.
 type child struct {
-	proc  *os.Process
-	done  chan struct{} // closed once reaped
-	exit  backend.Exit  // set before done is closed
-	ended time.Time     // guarded by Backend.mu
+	proc *os.Process
+	// runtime is the process that runs the image, if proc is its sandbox.
+	runtime ident
+	done    chan struct{} // closed once reaped
+	exit    backend.Exit  // set before done is closed
+	ended   time.Time     // guarded by Backend.mu
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -103,6 +146,13 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.FirstUID == 0 && cfg.UIDs == 0 {
+		cfg.FirstUID, cfg.UIDs = DefaultFirstUID, DefaultUIDs
+	}
+	if cfg.SandboxDir == "" {
+		cfg.SandboxDir = DefaultSandboxDir
+	}
+	// Only the control plane may read what it keeps here.
 	for _, dir := range []string{cfg.RunDir, cfg.LogDir} {
 		if dir == "" {
 			continue
@@ -110,17 +160,62 @@ func New(cfg Config) (*Backend, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("local backend: %w", err)
 		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("local backend: %w", err)
+		}
 	}
 	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
 	}
-	return &Backend{
-		cfg:      cfg,
-		bootID:   strings.TrimSpace(string(boot)),
-		children: make(map[ident]*child),
-	}, nil
+	sb, desc, err := chooseIsolation(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{
+		cfg:       cfg,
+		bootID:    strings.TrimSpace(string(boot)),
+		sb:        sb,
+		desc:      desc,
+		children:  make(map[ident]*child),
+		uids:      make(map[string]uint32),
+		imageSums: make(map[string]imageSum),
+	}
+	if sb != nil {
+		run, err := filepath.Abs(cfg.RunDir)
+		if err != nil {
+			return nil, fmt.Errorf("local backend: %w", err)
+		}
+		key := sha256.Sum256([]byte(run))
+		b.scratch = filepath.Join(sb.scratchDir(), hex.EncodeToString(key[:8]))
+		if err := os.Mkdir(b.scratch, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("local backend: %w", err)
+		}
+		if err := os.Chmod(b.scratch, 0o711); err != nil {
+			return nil, fmt.Errorf("local backend: %w", err)
+		}
+		live, err := b.records()
+		if err != nil {
+			return nil, err
+		}
+		b.sweepScratch(live)
+		b.pruneImages()
+	}
+	cfg.Logger.Info("local backend isolation: "+desc, "isolation", b.Mode())
+	return b, nil
 }
+
+// Mode returns the isolation in force: none, user or namespaces.
+func (b *Backend) Mode() Isolation {
+	if b.sb == nil {
+		return IsolationNone
+	}
+	return b.sb.mode
+}
+
+// Isolation describes, in a sentence for the operator, the isolation in
+// force and why no stronger one is.
+func (b *Backend) Isolation() string { return b.desc }
 
 // CheckImage accepts "builtin" (or "") and the absolute path of an
 // executable file.
@@ -153,14 +248,30 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 			return backend.Handle{}, fmt.Errorf("local backend: %w: bad app or pid %q", errs.ErrInvalidArgument, name)
 		}
 	}
-	var cmd *exec.Cmd
+	image, args := spec.Image, []string(nil)
 	if spec.Image == backend.BuiltinImage || spec.Image == "" {
-		cmd = exec.Command(b.cfg.Executable, b.cfg.BuiltinArgs...)
-	} else {
-		cmd = exec.Command(spec.Image)
+		image, args = b.cfg.Executable, b.cfg.BuiltinArgs
 	}
-	cmd.Env = slices.Concat(baseEnv, spec.Env, spec.Secrets)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	l := launch{cmd: exec.Command(image, args...)}
+	l.cmd.Env = slices.Concat(baseEnv, spec.Env, spec.Secrets)
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if b.sb != nil {
+		var err error
+		if l, err = b.sandboxed(spec, image, args); err != nil {
+			return backend.Handle{}, fmt.Errorf("local backend: start %s/%s: %w", spec.App, spec.PID, err)
+		}
+	}
+	cmd := l.cmd
+	ok := false
+	defer func() {
+		if l.info != nil {
+			l.info.r.Close()
+			l.info.w.Close()
+		}
+		if !ok {
+			b.removeScratch(l.scratch)
+		}
+	}()
 	if b.cfg.LogDir != "" {
 		dir := filepath.Join(b.cfg.LogDir, spec.App)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -173,25 +284,37 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 		defer f.Close() // the child has its own descriptor
 		cmd.Stdout, cmd.Stderr = f, f
 	}
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	if l.info != nil {
+		l.info.w.Close() // bubblewrap has its own: EOF once it is gone
+	}
+	if err != nil {
 		return backend.Handle{}, fmt.Errorf("local backend: start %s: %w", cmd.Path, err)
 	}
 	// Until cmd.Wait reaps it, the pid stays ours even if the child exits.
 	pid := cmd.Process.Pid
+	var runtime ident
 	_, start, err := procStat(pid)
+	if err == nil && l.info != nil {
+		runtime, err = sandboxRuntime(ctx, l.info.r, pid)
+	}
 	if err == nil {
 		err = b.writeRecord(record{
 			App: spec.App, PID: spec.PID, Generation: spec.Generation,
 			OSPID: pid, StartTime: start, BootID: b.bootID,
+			RuntimePID: runtime.pid, RuntimeStart: runtime.start,
+			UID: l.uid, Scratch: l.scratch,
 		})
 	}
 	if err != nil {
+		killRuntime(runtime)
 		cmd.Process.Kill()
 		cmd.Wait()
-		return backend.Handle{}, fmt.Errorf("local backend: record process %d: %w", pid, err)
+		return backend.Handle{}, fmt.Errorf("local backend: start %s/%s: process %d: %w", spec.App, spec.PID, pid, err)
 	}
+	ok = true
 	id := ident{pid, start}
-	c := &child{proc: cmd.Process, done: make(chan struct{})}
+	c := &child{proc: cmd.Process, runtime: runtime, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pruneLocked()
 	b.children[id] = c
@@ -199,7 +322,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 	go b.reap(id, c, cmd, spec)
 
 	b.cfg.Logger.Debug("process started", "app", spec.App, "pid", spec.PID,
-		"generation", spec.Generation, "image", spec.Image, "id", id.String())
+		"generation", spec.Generation, "image", spec.Image, "id", id.String(),
+		"isolation", b.Mode(), "uid", l.uid, "runtime", runtime.pid)
 	return backend.Handle{ID: id.String(), App: spec.App, PID: spec.PID, Generation: spec.Generation}, nil
 }
 
@@ -208,6 +332,9 @@ func (b *Backend) reap(id ident, c *child, cmd *exec.Cmd, spec backend.Spec) {
 	c.exit = backend.Exit{Code: -1, At: time.Now()}
 	if ps := cmd.ProcessState; ps != nil {
 		c.exit.Code, c.exit.Reason = ps.ExitCode(), ps.String() // "exit status 1", "signal: killed"
+		if c.runtime.pid != 0 {
+			c.exit = sandboxExit(c.exit)
+		}
 	} else {
 		c.exit.Reason = err.Error()
 	}
@@ -235,6 +362,8 @@ type proc struct {
 	id    ident
 	child *child
 	pidfd *os.File
+	// runtime, if set, is the process in id's sandbox that signals go to.
+	runtime ident
 }
 
 // find returns the process h names, or ok=false if it has ended or never
@@ -248,9 +377,10 @@ func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
 	c := b.children[id]
 	b.mu.Unlock()
 	if c != nil {
-		return &proc{id: id, child: c}, true, nil
+		return &proc{id: id, child: c, runtime: c.runtime}, true, nil
 	}
-	if _, ok, err := b.readRecord(id); !ok || err != nil {
+	r, ok, err := b.readRecord(id)
+	if !ok || err != nil {
 		return nil, false, err
 	}
 	f, ok, err := openPidfd(id)
@@ -261,7 +391,7 @@ func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
 		b.forget(id)
 		return nil, false, nil
 	}
-	return &proc{id: id, pidfd: f}, true, nil
+	return &proc{id: id, pidfd: f, runtime: r.runtime()}, true, nil
 }
 
 func (p *proc) close() {
@@ -272,6 +402,19 @@ func (p *proc) close() {
 
 // signal sends sig; ended is true if the process has already ended.
 func (p *proc) signal(sig unix.Signal) (ended bool, err error) {
+	if p.runtime.pid != 0 {
+		// Sandboxed: the runtime gets it. Once it has ended, its
+		// sandbox ends too.
+		f, ok, err := openPidfd(p.runtime)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return true, nil
+		}
+		defer f.Close()
+		return signalPidfd(f, sig)
+	}
 	if p.child != nil {
 		err := p.child.proc.Signal(sig)
 		if errors.Is(err, os.ErrProcessDone) {

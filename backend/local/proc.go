@@ -42,27 +42,45 @@ func parseIdent(s string) (ident, bool) {
 	return id, true
 }
 
-// procStat returns the state letter and start time of pid from /proc.
-func procStat(pid int) (state byte, start uint64, err error) {
+// stat is what the backend reads of /proc/PID/stat.
+type stat struct {
+	state byte
+	ppid  int
+	start uint64
+}
+
+// readStat reads /proc/PID/stat. One read gives a consistent view: the
+// parent and start time of one process.
+func readStat(pid int) (stat, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, err
+		return stat{}, err
 	}
 	// The command name (field 2) is in parentheses and may hold spaces or
 	// parentheses itself, so count fields from the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+		return stat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
 	}
 	f := bytes.Fields(b[i+1:]) // f[0] is field 3
 	if len(f) < 20 || len(f[0]) != 1 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+		return stat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
 	}
-	start, err = strconv.ParseUint(string(f[19]), 10, 64)
+	ppid, err := strconv.Atoi(string(f[1]))
 	if err != nil {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: start time: %w", pid, err)
+		return stat{}, fmt.Errorf("/proc/%d/stat: parent: %w", pid, err)
 	}
-	return f[0][0], start, nil
+	start, err := strconv.ParseUint(string(f[19]), 10, 64)
+	if err != nil {
+		return stat{}, fmt.Errorf("/proc/%d/stat: start time: %w", pid, err)
+	}
+	return stat{f[0][0], ppid, start}, nil
+}
+
+// procStat returns the state letter and start time of pid from /proc.
+func procStat(pid int) (state byte, start uint64, err error) {
+	st, err := readStat(pid)
+	return st.state, st.start, err
 }
 
 // running reports whether id names a live process. Zombies have ended:

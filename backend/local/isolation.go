@@ -96,7 +96,7 @@ func chooseIsolation(cfg *Config) (*sandbox, string, error) {
 		return nil, fmt.Sprintf("none: processes run as uid %d, the control plane's own, and can read its data directory and each other's environment (%s)", os.Geteuid(), why), nil
 	}
 	if mode == IsolationNone {
-		return none("--isolation none")
+		return none("no isolation was asked for")
 	}
 	fail := func(err error) (*sandbox, string, error) {
 		return nil, "", fmt.Errorf("local backend: isolation %s: %w", mode, err)

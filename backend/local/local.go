@@ -35,7 +35,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -188,10 +187,7 @@ func New(cfg Config) (*Backend, error) {
 		}
 		key := sha256.Sum256([]byte(run))
 		b.scratch = filepath.Join(sb.scratchDir(), hex.EncodeToString(key[:8]))
-		if err := os.Mkdir(b.scratch, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("local backend: %w", err)
-		}
-		if err := os.Chmod(b.scratch, 0o711); err != nil {
+		if err := b.makeScratchParent(); err != nil {
 			return nil, fmt.Errorf("local backend: %w", err)
 		}
 		live, err := b.records()
@@ -199,6 +195,7 @@ func New(cfg Config) (*Backend, error) {
 			return nil, err
 		}
 		b.sweepScratch(live)
+		b.pruneScratchParents()
 		b.pruneImages()
 	}
 	cfg.Logger.Info("local backend isolation: "+desc, "isolation", b.Mode())

@@ -242,7 +242,14 @@ func (b *Backend) newScratch(uid uint32) (string, error) {
 	var r [12]byte
 	rand.Read(r[:])
 	dir := filepath.Join(b.scratch, hex.EncodeToString(r[:]))
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	err := os.Mkdir(dir, 0o700)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Another control plane pruned b.scratch while it was empty.
+		if err = b.makeScratchParent(); err == nil {
+			err = os.Mkdir(dir, 0o700)
+		}
+	}
+	if err != nil {
 		return "", err
 	}
 	if err := os.Chown(dir, int(uid), int(uid)); err != nil {
@@ -250,6 +257,14 @@ func (b *Backend) newScratch(uid uint32) (string, error) {
 		return "", err
 	}
 	return dir, nil
+}
+
+// makeScratchParent creates b.scratch, root's, mode 0711.
+func (b *Backend) makeScratchParent() error {
+	if err := os.Mkdir(b.scratch, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return os.Chmod(b.scratch, 0o711)
 }
 
 // removeScratch removes a scratch directory of an ended process. It is the
@@ -260,6 +275,19 @@ func (b *Backend) removeScratch(dir string) {
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		b.cfg.Logger.Warn("remove scratch directory", "dir", dir, "err", err)
+	}
+}
+
+// pruneScratchParents removes the empty scratch directories of other
+// RunDirs that none used for a day: RunDirs come and go (tests make one
+// each). A Start that loses its directory to this makes it again.
+func (b *Backend) pruneScratchParents() {
+	ents, _ := os.ReadDir(b.sb.scratchDir())
+	for _, e := range ents {
+		path := filepath.Join(b.sb.scratchDir(), e.Name())
+		if fi, err := e.Info(); err == nil && path != b.scratch && time.Since(fi.ModTime()) > 24*time.Hour {
+			os.Remove(path) // fails unless empty
+		}
 	}
 }
 

@@ -187,3 +187,50 @@ func TestSandboxExit(t *testing.T) {
 		}
 	}
 }
+
+// Empty scratch directories of other RunDirs go after a day; a Start whose
+// own one went meanwhile makes it again.
+func TestScratchParents(t *testing.T) {
+	b := testBackend(t, t.TempDir(), DefaultFirstUID, DefaultUIDs)
+	b.scratch = filepath.Join(b.sb.scratchDir(), "mine")
+	if err := os.MkdirAll(b.scratch, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-25 * time.Hour)
+	mk := func(name string, age time.Time, file bool) string {
+		d := filepath.Join(b.sb.scratchDir(), name)
+		if err := os.Mkdir(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if file {
+			os.Mkdir(filepath.Join(d, "in-use"), 0o700)
+		}
+		os.Chtimes(d, age, age)
+		return d
+	}
+	gone, busy, recent := mk("old-empty", old, false), mk("old-busy", old, true), mk("recent", time.Now(), false)
+	os.Chtimes(b.scratch, old, old)
+	b.pruneScratchParents()
+	for d, want := range map[string]bool{gone: false, busy: true, recent: true, b.scratch: true} {
+		if _, err := os.Stat(d); (err == nil) != want {
+			t.Errorf("%s: %v, want kept=%v", d, err, want)
+		}
+	}
+	os.Remove(b.scratch)
+	d, err := b.newScratch(uint32(os.Getuid()))
+	if err != nil || filepath.Dir(d) != b.scratch {
+		t.Fatalf("newScratch after its parent went: %s, %v", d, err)
+	}
+	if fi, err := os.Stat(b.scratch); err != nil || fi.Mode().Perm() != 0o711 {
+		t.Errorf("scratch parent made again: %v, %v; want mode 0711", err, fi.Mode())
+	}
+	b.removeScratch(d)
+	if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("removeScratch left %s: %v", d, err)
+	}
+	// Never what a record names elsewhere.
+	b.removeScratch(busy)
+	if _, err := os.Stat(busy); err != nil {
+		t.Errorf("removeScratch removed %s, not a scratch directory of this RunDir", busy)
+	}
+}

@@ -40,6 +40,8 @@ type upConfig struct {
 	leaseTTL         time.Duration
 	url              string
 	runDir           string
+	isolation        string
+	isolationUIDs    string
 	orphanTimeout    time.Duration
 	adminKey         string
 	noAuth           bool
@@ -77,6 +79,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.StringVar(&cfg.adminKey, "admin-key", os.Getenv("PRAAS_ADMIN_KEY"), "an admin API key (praas_ID_SECRET) to accept, stored hashed (default $PRAAS_ADMIN_KEY; without one, the first start makes one up and shows it once)")
 	f.BoolVar(&cfg.noAuth, "no-auth", false, "serve the REST API without authentication: anyone who reaches it is an admin (trusted networks and tests only)")
 	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
+	f.StringVar(&cfg.isolation, "isolation", "auto", "how processes of different apps are kept apart: namespaces (a uid per app, in bubblewrap), user (a uid per app), none, or auto (the strongest that works here); see docs/security.md")
+	f.StringVar(&cfg.isolationUIDs, "isolation-uids", fmt.Sprintf("%d-%d", local.DefaultFirstUID, local.DefaultFirstUID+local.DefaultUIDs-1), "the uids (and gids) apps get with --isolation user or namespaces, one per app; installations on one host that do not share --run-dir need ranges that do not overlap")
 	return cmd
 }
 
@@ -129,10 +133,21 @@ func (c *cli) up(cfg upConfig) error {
 	if runDir == "" {
 		runDir = filepath.Join(data, "run")
 	}
+	isolation, err := local.ParseIsolation(cfg.isolation)
+	if err != nil {
+		return fmt.Errorf("--isolation: %w", err)
+	}
+	firstUID, uids, err := local.ParseUIDRange(cfg.isolationUIDs)
+	if err != nil {
+		return fmt.Errorf("--isolation-uids: %w", err)
+	}
 	backend, err := local.New(local.Config{
-		RunDir: runDir,
-		LogDir: filepath.Join(data, "logs"),
-		Logger: log,
+		RunDir:    runDir,
+		LogDir:    filepath.Join(data, "logs"),
+		Logger:    log,
+		Isolation: isolation,
+		FirstUID:  firstUID,
+		UIDs:      uids,
 	})
 	if err != nil {
 		return err
@@ -181,6 +196,7 @@ func (c *cli) up(cfg upConfig) error {
 	if newAdminKey != "" {
 		c.showAdminKey(log, "http://"+ln.Addr().String(), newAdminKey)
 	}
+	fmt.Fprintf(c.stdout, "process isolation: %s\n", backend.Isolation())
 	if !isLoopback(ln.Addr()) {
 		if cfg.noAuth {
 			log.Warn("SECURITY: the REST API listens on a non-loopback address without authentication: anyone who reaches it controls every app", "listen", ln.Addr().String())

@@ -57,6 +57,16 @@ func probe() {
 		root = append(root, e.Name())
 	}
 	fmt.Printf("probe root %s\n", strings.Join(root, ","))
+	// Descriptors it should not have: a pipe or a memfd of bubblewrap's.
+	var leaked []string
+	ents, _ = os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if strings.HasPrefix(target, "pipe:") || strings.HasPrefix(target, "/memfd:") {
+			leaked = append(leaked, e.Name()+"="+target)
+		}
+	}
+	fmt.Printf("probe leaked %s\n", strings.Join(leaked, ","))
 }
 
 // readAny reads a file or lists a directory; /proc/PID/mem it opens only
@@ -156,16 +166,24 @@ func testIsolation(t *testing.T, e env) {
 	waitOutput(t, e.dir, hb, "backendtest ready")
 	pids := []int{osPID(t, hb)}
 	if e.mode == local.IsolationNamespaces {
-		// The handle names bubblewrap, which holds the environment too;
-		// the runtime is its child.
-		kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pids[0], pids[0]))
-		if err != nil || len(strings.Fields(string(kids))) != 1 {
-			t.Fatalf("children of the sandbox %d: %q, %v; want the runtime", pids[0], kids, err)
+		// The handle names the runtime; bubblewrap, its parent, runs as
+		// the app's uid too.
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pids[0]))
+		if err != nil {
+			t.Fatal(err)
 		}
-		runtime, _ := strconv.Atoi(strings.Fields(string(kids))[0])
-		pids = append(pids, runtime)
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		bwrap, _ := strconv.Atoi(f[1])
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", bwrap)); string(comm) != "bwrap\n" {
+			t.Fatalf("parent %d of the runtime is %q, want bwrap", bwrap, comm)
+		}
+		// Its environment holds nothing of the process's.
+		if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", bwrap)); err != nil || len(env) != 0 {
+			t.Errorf("bubblewrap's environment: %q, %v; want it empty", env, err)
+		}
+		pids = append(pids, bwrap)
 	}
-	uidB, _ := ownerOf(t, fmt.Sprintf("/proc/%d", pids[len(pids)-1]))
+	uidB, _ := ownerOf(t, fmt.Sprintf("/proc/%d", pids[0]))
 	var scratchB string
 	all, _ := filepath.Glob(filepath.Join(e.sandbox, "scratch", "*", "*"))
 	for _, d := range all {
@@ -237,6 +255,9 @@ func testIsolation(t *testing.T, e env) {
 	uidA, err := strconv.ParseUint(res["uid"], 10, 32)
 	if err != nil || uidA == uint64(uidB) || uidA < uint64(local.DefaultFirstUID) || uidB < local.DefaultFirstUID {
 		t.Errorf("app A runs as uid %q, app B as %d: want two uids of the isolation range", res["uid"], uidB)
+	}
+	if res["leaked"] != "" {
+		t.Errorf("app A has descriptors it should not: %s", res["leaked"])
 	}
 	if e.mode == local.IsolationNamespaces {
 		if res["pids"] != "1" {

@@ -24,9 +24,10 @@
 // as root, each app's processes run as a uid of their own, with a private
 // scratch directory, and where bubblewrap works, in namespaces of their own
 // that show them only their image, their scratch directory and the system's
-// libraries. In the namespaces mode the backend's child is bubblewrap: a
-// Handle names it (it lives exactly as long as the sandbox), and signals go
-// straight to the runtime inside, which is pid 1 of its pid namespace.
+// libraries. In the namespaces mode the backend's child is bubblewrap, and
+// the runtime is bubblewrap's child and pid 1 of its pid namespace: a
+// Handle names the runtime, as in the other modes, and signals go straight
+// to it; its end ends the sandbox.
 package local
 
 import (
@@ -118,11 +119,11 @@ type imageSum struct {
 // child is a process this instance started and reaps.
 type child struct {
 	proc *os.Process
-	// runtime is the process that runs the image, if proc is its sandbox.
-	runtime ident
-	done    chan struct{} // closed once reaped
-	exit    backend.Exit  // set before done is closed
-	ended   time.Time     // guarded by Backend.mu
+	// sandboxed: proc is bubblewrap, and the process itself its child.
+	sandboxed bool
+	done      chan struct{} // closed once reaped
+	exit      backend.Exit  // set before done is closed
+	ended     time.Time     // guarded by Backend.mu
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -264,6 +265,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 		if l.info != nil {
 			l.info.r.Close()
 			l.info.w.Close()
+			l.args.Close()
 		}
 		if !ok {
 			b.removeScratch(l.scratch)
@@ -290,28 +292,33 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 	}
 	// Until cmd.Wait reaps it, the pid stays ours even if the child exits.
 	pid := cmd.Process.Pid
-	var runtime ident
 	_, start, err := procStat(pid)
+	id, sandboxed := ident{pid, start}, false
 	if err == nil && l.info != nil {
-		runtime, err = sandboxRuntime(ctx, l.info.r, pid)
+		// The runtime, bubblewrap's child, is the process; if it has
+		// ended already, bubblewrap stands for it.
+		var rt ident
+		if rt, err = sandboxRuntime(ctx, l.info.r, pid); err == nil && rt.start != 0 {
+			id, sandboxed = rt, true
+		}
 	}
 	if err == nil {
 		err = b.writeRecord(record{
 			App: spec.App, PID: spec.PID, Generation: spec.Generation,
-			OSPID: pid, StartTime: start, BootID: b.bootID,
-			RuntimePID: runtime.pid, RuntimeStart: runtime.start,
+			OSPID: id.pid, StartTime: id.start, BootID: b.bootID,
 			UID: l.uid, Scratch: l.scratch,
 		})
 	}
 	if err != nil {
-		killRuntime(runtime)
+		if sandboxed {
+			killProc(id)
+		}
 		cmd.Process.Kill()
 		cmd.Wait()
 		return backend.Handle{}, fmt.Errorf("local backend: start %s/%s: process %d: %w", spec.App, spec.PID, pid, err)
 	}
 	ok = true
-	id := ident{pid, start}
-	c := &child{proc: cmd.Process, runtime: runtime, done: make(chan struct{})}
+	c := &child{proc: cmd.Process, sandboxed: sandboxed, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pruneLocked()
 	b.children[id] = c
@@ -320,16 +327,21 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 
 	b.cfg.Logger.Debug("process started", "app", spec.App, "pid", spec.PID,
 		"generation", spec.Generation, "image", spec.Image, "id", id.String(),
-		"isolation", b.Mode(), "uid", l.uid, "runtime", runtime.pid)
+		"isolation", b.Mode(), "uid", l.uid)
 	return backend.Handle{ID: id.String(), App: spec.App, PID: spec.PID, Generation: spec.Generation}, nil
 }
 
 func (b *Backend) reap(id ident, c *child, cmd *exec.Cmd, spec backend.Spec) {
 	err := cmd.Wait()
+	if c.sandboxed {
+		// bubblewrap ends with its runtime; if it was killed itself, the
+		// runtime goes too: nothing would report its end.
+		killProc(id)
+	}
 	c.exit = backend.Exit{Code: -1, At: time.Now()}
 	if ps := cmd.ProcessState; ps != nil {
 		c.exit.Code, c.exit.Reason = ps.ExitCode(), ps.String() // "exit status 1", "signal: killed"
-		if c.runtime.pid != 0 {
+		if c.sandboxed {
 			c.exit = sandboxExit(c.exit)
 		}
 	} else {
@@ -359,8 +371,6 @@ type proc struct {
 	id    ident
 	child *child
 	pidfd *os.File
-	// runtime, if set, is the process in id's sandbox that signals go to.
-	runtime ident
 }
 
 // find returns the process h names, or ok=false if it has ended or never
@@ -374,10 +384,9 @@ func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
 	c := b.children[id]
 	b.mu.Unlock()
 	if c != nil {
-		return &proc{id: id, child: c, runtime: c.runtime}, true, nil
+		return &proc{id: id, child: c}, true, nil
 	}
-	r, ok, err := b.readRecord(id)
-	if !ok || err != nil {
+	if _, ok, err := b.readRecord(id); !ok || err != nil {
 		return nil, false, err
 	}
 	f, ok, err := openPidfd(id)
@@ -388,7 +397,7 @@ func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
 		b.forget(id)
 		return nil, false, nil
 	}
-	return &proc{id: id, pidfd: f, runtime: r.runtime()}, true, nil
+	return &proc{id: id, pidfd: f}, true, nil
 }
 
 func (p *proc) close() {
@@ -399,15 +408,12 @@ func (p *proc) close() {
 
 // signal sends sig; ended is true if the process has already ended.
 func (p *proc) signal(sig unix.Signal) (ended bool, err error) {
-	if p.runtime.pid != 0 {
-		// Sandboxed: the runtime gets it. Once it has ended, its
-		// sandbox ends too.
-		f, ok, err := openPidfd(p.runtime)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			return true, nil
+	if p.child != nil && p.child.sandboxed {
+		// Not bubblewrap, which does not pass signals on: the runtime,
+		// through a pidfd because it is not our child.
+		f, ok, err := openPidfd(p.id)
+		if err != nil || !ok {
+			return !ok && err == nil, err
 		}
 		defer f.Close()
 		return signalPidfd(f, sig)

@@ -22,19 +22,13 @@ type record struct {
 	// BootID tells records of an earlier boot apart: after a reboot, start
 	// times count from zero again and could match a stranger.
 	BootID string `json:"boot_id"`
-	// In the namespaces mode OSPID is bubblewrap, and these name the
-	// runtime in its sandbox, which signals go to (start 0: it had ended
-	// before it could be seen).
-	RuntimePID   int    `json:"runtime_pid,omitempty"`
-	RuntimeStart uint64 `json:"runtime_start,omitempty"`
 	// UID and Scratch are the process's uid and scratch directory when it
 	// runs isolated.
 	UID     uint32 `json:"uid,omitempty"`
 	Scratch string `json:"scratch,omitempty"`
 }
 
-func (r record) ident() ident   { return ident{r.OSPID, r.StartTime} }
-func (r record) runtime() ident { return ident{r.RuntimePID, r.RuntimeStart} }
+func (r record) ident() ident { return ident{r.OSPID, r.StartTime} }
 
 const (
 	recordExt = ".json"
@@ -88,14 +82,10 @@ func (b *Backend) readRecord(id ident) (record, bool, error) {
 	return r, true, nil
 }
 
-// forget removes the record of a process known to have ended, and what it
-// leaves: its scratch directory, and a runtime that outlived its sandbox
-// (if bubblewrap itself was killed).
+// forget removes the record of a process known to have ended, and its
+// scratch directory.
 func (b *Backend) forget(id ident) {
 	if r, ok, _ := b.readRecord(id); ok {
-		if r.RuntimePID != 0 {
-			killRuntime(r.runtime())
-		}
 		b.removeScratch(r.Scratch)
 	}
 	if err := os.Remove(b.recordPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path"
@@ -314,8 +315,10 @@ type launch struct {
 	cmd     *exec.Cmd
 	uid     uint32
 	scratch string
-	// info is where bubblewrap tells the runtime's pid (namespaces).
+	// info is where bubblewrap tells the runtime's pid, and args holds
+	// bubblewrap's arguments (namespaces).
 	info *pipe
+	args *os.File
 }
 
 type pipe struct{ r, w *os.File }
@@ -324,6 +327,10 @@ type pipe struct{ r, w *os.File }
 // uid with a new scratch directory, and in the namespaces mode through
 // bubblewrap.
 func (b *Backend) sandboxed(spec backend.Spec, image string, args []string) (l launch, err error) {
+	// A child inherits every descriptor not marked close-on-exec: Go marks
+	// its own, but the control plane may have inherited some (from its
+	// shell, its service manager) that no sandbox should get.
+	closeOnExec()
 	if l.uid, err = b.appUID(spec.App); err != nil {
 		return l, err
 	}
@@ -342,23 +349,71 @@ func (b *Backend) sandboxed(spec backend.Spec, image string, args []string) (l l
 		l.cmd.SysProcAttr = sys
 		return l, nil
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		b.removeScratch(l.scratch)
-		return l, err
-	}
+	// bubblewrap's own arguments and environment are for all to see in
+	// /proc: the runtime's environment, secrets included, and the paths
+	// go through a memfd instead, and bubblewrap's environment is empty.
 	inside := path.Join(sandboxImageDir, filepath.Base(img))
 	bargs := append(b.sb.bwrapArgs(3), // ExtraFiles[0]
 		"--bind", l.scratch, "/tmp", "--chdir", "/tmp",
 		"--ro-bind", img, inside,
-		"--", inside)
-	l.cmd = exec.Command(b.sb.bwrap, append(bargs, args...)...)
+		"--clearenv")
+	for _, kv := range slices.Concat(baseEnv, spec.Env, spec.Secrets) { // HOME=/tmp
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			bargs = append(bargs, "--setenv", k, v) // the last one wins
+		}
+	}
+	argsFile, err := memfile("bwrap-args", []byte(strings.Join(bargs, "\x00")+"\x00"))
+	if err != nil {
+		b.removeScratch(l.scratch)
+		return l, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		argsFile.Close()
+		b.removeScratch(l.scratch)
+		return l, err
+	}
+	l.cmd = exec.Command(b.sb.bwrap, append([]string{"--args", "4", "--", inside}, args...)...)
 	l.cmd.Dir = "/"
-	l.cmd.Env = slices.Concat(baseEnv, spec.Env, spec.Secrets) // HOME=/tmp
-	l.cmd.ExtraFiles = []*os.File{w}
+	l.cmd.Env = []string{}
+	l.cmd.ExtraFiles = []*os.File{w, argsFile}
 	l.cmd.SysProcAttr = sys
 	l.info = &pipe{r, w}
+	l.args = argsFile
 	return l, nil
+}
+
+// closeOnExec marks every descriptor above stderr close-on-exec. The
+// children's ones are set up after the fork, by exec.Cmd, unaffected.
+func closeOnExec() {
+	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	ents, _ := os.ReadDir("/proc/self/fd") // before Linux 5.11
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}
+}
+
+// memfile returns a file that holds data only in memory, read from its
+// start.
+func memfile(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // sandboxStartWait bounds how long bubblewrap may take to set a sandbox up.
@@ -389,12 +444,8 @@ func sandboxRuntime(ctx context.Context, r *os.File, sandbox int) (ident, error)
 	return ident{info.ChildPID, st.start}, nil
 }
 
-// killRuntime kills a sandboxed runtime whose sandbox has ended, or is
-// about to, and waits a little for it to end.
-func killRuntime(id ident) {
-	if id.pid == 0 {
-		return
-	}
+// killProc kills id if it still runs, and waits a little for it to end.
+func killProc(id ident) {
 	f, ok, err := openPidfd(id)
 	if err != nil || !ok {
 		return

@@ -196,7 +196,8 @@ func (c *cli) up(cfg upConfig) error {
 	if newAdminKey != "" {
 		c.showAdminKey(log, "http://"+ln.Addr().String(), newAdminKey)
 	}
-	fmt.Fprintf(c.stdout, "process isolation: %s\n", backend.Isolation())
+	// On stderr: stdout's lines (address, first admin key) are read by scripts.
+	fmt.Fprintf(c.stderr, "process isolation: %s\n", backend.Isolation())
 	if !isLoopback(ln.Addr()) {
 		if cfg.noAuth {
 			log.Warn("SECURITY: the REST API listens on a non-loopback address without authentication: anyone who reaches it controls every app", "listen", ln.Addr().String())

@@ -203,8 +203,10 @@ func (s *snapReader) u16() uint16 { s.full(s.b[:2]); return binary.BigEndian.Uin
 func (s *snapReader) u32() uint32 { s.full(s.b[:4]); return binary.BigEndian.Uint32(s.b[:4]) }
 func (s *snapReader) u64() uint64 { s.full(s.b[:8]); return binary.BigEndian.Uint64(s.b[:8]) }
 
-// bytesN reads n bytes; large fields grow as data actually arrives, so a
-// corrupt length fails on the missing data instead of allocating it.
+// bytesN reads n bytes. A field over 64 KiB is not allocated whole up
+// front: its buffer doubles as the data actually arrives, so a corrupt
+// length fails on the missing data, never asking for more than twice what
+// was there (or 64 KiB).
 func (s *snapReader) bytesN(n uint64) []byte {
 	if s.err != nil {
 		return nil
@@ -213,17 +215,14 @@ func (s *snapReader) bytesN(n uint64) []byte {
 		s.err = fmt.Errorf("%w: field of %d bytes", ErrCorruptSnapshot, n)
 		return nil
 	}
-	const direct = 64 << 20
-	if n <= direct {
-		p := make([]byte, n)
-		s.full(p)
-		return p
-	}
-	p := make([]byte, 0, direct)
+	const direct = 64 << 10
+	p := make([]byte, min(n, direct))
+	s.full(p)
 	for uint64(len(p)) < n && s.err == nil {
-		chunk := min(n-uint64(len(p)), direct)
-		p = append(p, make([]byte, chunk)...)
-		s.full(p[uint64(len(p))-chunk:])
+		q := make([]byte, min(n, 2*uint64(len(p))))
+		copy(q, p)
+		s.full(q[len(p):])
+		p = q
 	}
 	return p
 }

@@ -79,24 +79,3 @@ func flip(b []byte, i int) []byte {
 	c[i] ^= 0x40
 	return c
 }
-
-func FuzzReadSnapshot(f *testing.F) {
-	var buf bytes.Buffer
-	small := sampleSnapshot()
-	delete(small.State, "big") // keep the seed small for the fuzzer
-	_ = writeSnapshot(&buf, small)
-	f.Add(buf.Bytes())
-	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := readSnapshot(bytes.NewReader(b))
-		if err != nil {
-			return
-		}
-		var again bytes.Buffer
-		if err := writeSnapshot(&again, d); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := readSnapshot(&again); err != nil {
-			t.Fatalf("re-encoded snapshot does not read back: %v", err)
-		}
-	})
-}

@@ -24,7 +24,8 @@ import (
 //     record. Get: the snapshot the record names, to that generation only.
 //   - A store that presigns URLs (S3) answers with a URL for that key and
 //     method that expires after snapshotAccessTTL; the transfer goes
-//     straight to the store.
+//     straight to the store (a put over maxPresignedPut goes through this
+//     replica instead).
 //   - Any other store (files) is reached through this replica:
 //     PUT/GET /internal/v1/snapshot-data, authenticated like every internal
 //     call and checked against the same rule again, streams the body into
@@ -83,7 +84,7 @@ func (s *Server) snapshotAccess(w http.ResponseWriter, r *http.Request) {
 		s.refuseSnapshot(w, req.App, req.PID, req.Generation, req.Op, err)
 		return
 	}
-	a, err := s.grant(r.Context(), req.App, req.PID, req.Generation, req.Op, key, snapshotAccessTTL)
+	a, err := s.grant(r.Context(), req.App, req.PID, req.Generation, req.Op, key, req.Size, snapshotAccessTTL)
 	if err != nil {
 		writeError(w, s.log, err)
 		return
@@ -139,11 +140,11 @@ func (s *Server) allowSnapshot(ctx context.Context, app, pid string, gen uint64,
 		}
 		return key, nil
 	case cpapi.SnapshotGet:
-		if rec.Snapshot == "" {
-			return "", fmt.Errorf("%w: %s/%s has no snapshot", errs.ErrNotFound, app, pid)
-		}
 		if key != "" && key != rec.Snapshot {
 			return "", fmt.Errorf("%w: %q is not the snapshot the record of %s/%s names", errs.ErrPermissionDenied, key, app, pid)
+		}
+		if rec.Snapshot == "" {
+			return "", fmt.Errorf("%w: %s/%s has no snapshot", errs.ErrNotFound, app, pid)
 		}
 		return rec.Snapshot, nil
 	}
@@ -163,14 +164,20 @@ func (s *Server) refuseSnapshot(w http.ResponseWriter, app, pid string, gen uint
 	writeError(w, s.log, err)
 }
 
-// grant makes the access to key: a presigned URL if the store makes them,
-// else this replica's streaming route.
-func (s *Server) grant(ctx context.Context, app, pid string, gen uint64, op, key string, ttl time.Duration) (cpapi.SnapshotAccess, error) {
+// maxPresignedPut is the largest object one presigned PUT can write (S3
+// takes 5 GiB in one request). Larger snapshots go through this replica's
+// streaming route, whose Swap.Put uploads in parts.
+const maxPresignedPut = 5 << 30
+
+// grant makes the access to key: a presigned URL if the store makes them
+// (and a put of size bytes fits one request), else this replica's
+// streaming route.
+func (s *Server) grant(ctx context.Context, app, pid string, gen uint64, op, key string, size int64, ttl time.Duration) (cpapi.SnapshotAccess, error) {
 	a := cpapi.SnapshotAccess{Key: key, Method: http.MethodGet, Expires: time.Now().Add(ttl)}
 	if op == cpapi.SnapshotPut {
 		a.Method = http.MethodPut
 	}
-	if p, ok := s.cfg.Swap.(store.Presigner); ok {
+	if p, ok := s.cfg.Swap.(store.Presigner); ok && (op != cpapi.SnapshotPut || size <= maxPresignedPut) {
 		var u *url.URL
 		var err error
 		if op == cpapi.SnapshotPut {
@@ -259,7 +266,7 @@ func (s *Server) orphanAccess(ctx context.Context, l *live, want time.Duration) 
 		ttl = min(max(want, minOrphanTTL), maxOrphanTTL)
 	}
 	key := cpapi.SnapshotKey(l.app, l.pid, l.gen, cpapi.OrphanSeq)
-	a, err := s.grant(ctx, l.app, l.pid, l.gen, cpapi.SnapshotPut, key, ttl)
+	a, err := s.grant(ctx, l.app, l.pid, l.gen, cpapi.SnapshotPut, key, 0, ttl)
 	if err != nil {
 		s.log.Warn("presign the orphan key", "app", l.app, "pid", l.pid, "err", err)
 		return nil

@@ -2,22 +2,24 @@ package builtin_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"testing"
 	"time"
 
 	"github.com/praas-dev/praas"
 	"github.com/praas-dev/praas/builtin"
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/process"
-	"github.com/praas-dev/praas/wire"
 )
 
 // dialBuiltin runs a standalone process (no control plane) of the builtin
 // image and returns a data-plane connection to it.
 func dialBuiltin(t *testing.T) *client.DataConn {
 	t.Helper()
-	const secret = "test-secret"
-	rt, err := process.New(process.Config{App: "app", PID: "p1", Secret: secret, DrainTimeout: 5 * time.Second}, builtin.Image())
+	signer := token.NewSigner(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	rt, err := process.New(process.Config{App: "app", PID: "p1", Verifier: token.NewVerifier(signer.Public()),
+		DrainTimeout: 5 * time.Second}, builtin.Image())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +37,11 @@ func dialBuiltin(t *testing.T) *client.DataConn {
 	case err := <-done:
 		t.Fatalf("runtime ended: %v", err)
 	}
-	dc, err := client.Dial(ctx, rt.Addr(), wire.Token(secret, "app", "p1"), client.DialOptions{})
+	// A token that may relay, as the control plane's: the tests set
+	// messages' sources.
+	tok := signer.Sign(token.Claims{App: "app", PID: "p1", Ops: token.OpInvoke | token.OpSend | token.OpRelay,
+		Expires: time.Now().Add(time.Hour)})
+	dc, err := client.Dial(ctx, rt.Addr(), tok, client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/process"
-	"github.com/praas-dev/praas/wire"
 )
 
 // benchConn runs a standalone process runtime in this test binary and
@@ -18,7 +17,8 @@ func benchConn(b *testing.B) *client.DataConn {
 	b.Helper()
 	im := process.NewImage()
 	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
-	rt, err := process.New(process.Config{App: "bench", PID: "p1", Secret: "s", DrainTimeout: 5 * time.Second,
+	verifier, tok := testTokens("bench", "p1")
+	rt, err := process.New(process.Config{App: "bench", PID: "p1", Verifier: verifier, DrainTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, im)
 	if err != nil {
 		b.Fatal(err)
@@ -31,7 +31,7 @@ func benchConn(b *testing.B) *client.DataConn {
 	case err := <-done:
 		b.Fatal(err)
 	}
-	dc, err := client.Dial(context.Background(), rt.Addr(), wire.Token("s", "bench", "p1"), client.DialOptions{})
+	dc, err := client.Dial(context.Background(), rt.Addr(), tok, client.DialOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

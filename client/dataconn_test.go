@@ -8,13 +8,13 @@ import (
 	"github.com/praas-dev/praas/builtin"
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/process"
-	"github.com/praas-dev/praas/wire"
 )
 
 // InvokeInto reads a large result into the caller's buffer when it fits,
 // and into new memory when it does not.
 func TestInvokeInto(t *testing.T) {
-	rt, err := process.New(process.Config{App: "a", PID: "p", Secret: "s"}, builtin.Image())
+	verifier, tok := testTokens("a", "p")
+	rt, err := process.New(process.Config{App: "a", PID: "p", Verifier: verifier}, builtin.Image())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestInvokeInto(t *testing.T) {
 	defer cancel()
 	go rt.Run(ctx)
 	<-rt.Ready()
-	dc, err := client.Dial(ctx, rt.Addr(), wire.Token("s", "a", "p"), client.DialOptions{})
+	dc, err := client.Dial(ctx, rt.Addr(), tok, client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

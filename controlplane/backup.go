@@ -14,7 +14,6 @@ import (
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
-	"github.com/praas-dev/praas/wire"
 )
 
 // deliverMessage puts a message into a process's mailbox. An active
@@ -67,7 +66,7 @@ func (s *Server) directConn(ctx context.Context, app store.App, pid string) (*cl
 		if !l.direct || l.isStopping() {
 			return nil, nil
 		}
-		return l.dataConn(ctx)
+		return s.dataConn(ctx, l)
 	}
 	rec, err := s.cfg.Metadata.GetProcess(ctx, app.Name, pid)
 	if err != nil {
@@ -76,7 +75,7 @@ func (s *Server) directConn(ctx context.Context, app store.App, pid string) (*cl
 	if rec.Status != store.StatusActive || rec.Address == "" || rec.Owner == s.id {
 		return nil, nil
 	}
-	dc, err := s.peerConn(ctx, rec.Address, wire.Token(app.Secret, app.Name, pid))
+	dc, err := s.peerConn(ctx, rec.Address, app.Name, pid)
 	if err != nil {
 		return nil, nil // gone meanwhile: queue
 	}
@@ -144,7 +143,7 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 		return err
 	}
 	if len(msgs) > 0 {
-		dc, err := l.dataConn(ctx)
+		dc, err := s.dataConn(ctx, l)
 		if err != nil {
 			return err
 		}
@@ -186,9 +185,11 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 
 // flushBackup is called by a replica that queued a message for a process
 // this replica owns and that was already active: deliver the queue again.
+// It takes a replica token for the process.
 func (s *Server) flushBackup(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if _, ok := s.authApp(w, r, q.Get("app")); !ok {
+	if err := s.authReplica(r, q.Get("app"), q.Get("pid")); err != nil {
+		writeError(w, s.log, err)
 		return
 	}
 	l := s.lookupLive(q.Get("app"), q.Get("pid"))
@@ -210,7 +211,7 @@ func (s *Server) askFlush(ctx context.Context, app store.App, owner store.Replic
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+app.Secret)
+	req.Header.Set("Authorization", "Bearer "+s.replicaToken(app.Name, pid))
 	resp, err := replicaClient.Do(req)
 	if err != nil {
 		return err
@@ -223,10 +224,16 @@ func (s *Server) askFlush(ctx context.Context, app store.App, owner store.Replic
 }
 
 // internalMessage takes a message a process sends to a peer that is not
-// active: ?app=&src=&dest=&key=, the raw body is the data.
+// active: ?app=&dest=&key=, the raw body is the data. The source is the
+// sender the credential names (a src parameter is ignored).
 func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	app, err := s.authProcess(r, q.Get("app"))
+	claims, err := s.authAppProcess(r, q.Get("app"))
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	app, err := s.cfg.Metadata.GetApp(r.Context(), claims.App)
 	if err != nil {
 		writeError(w, s.log, err)
 		return
@@ -241,7 +248,7 @@ func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	if err := s.deliverMessage(r.Context(), app, dest, q.Get("src"), q.Get("key"), data); err != nil {
+	if err := s.deliverMessage(r.Context(), app, dest, claims.Sub, q.Get("key"), data); err != nil {
 		writeError(w, s.log, err)
 		return
 	}
@@ -263,7 +270,7 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		if !s.authLive(w, r, l) {
 			return
 		}
-	} else if _, ok := s.authApp(w, r, rep.App); !ok {
+	} else if _, ok := s.authApp(w, r, rep.App, rep.PID, rep.Generation); !ok {
 		return
 	}
 	gen, seq, ok := cpapi.ParseSnapshotKey(rep.App, rep.PID, rep.Key)

@@ -88,7 +88,7 @@ func (p *fakeProc) run(b *fakeBackend) {
 	post := func(path string, body any) int {
 		data, _ := json.Marshal(body)
 		req, _ := http.NewRequest(http.MethodPost, p.env[cpapi.EnvControlPlane]+path, bytes.NewReader(data))
-		req.Header.Set("Authorization", "Bearer "+p.env[cpapi.EnvSecret])
+		req.Header.Set("Authorization", "Bearer "+p.env[cpapi.EnvToken])
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return 0

@@ -54,17 +54,17 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, err error) bool
 	return true
 }
 
-// peerConn returns a data-plane connection to a process another replica
-// owns, shared by every request of this replica.
-func (s *Server) peerConn(ctx context.Context, addr, token string) (*client.DataConn, error) {
-	key := addr + " " + token // an address may serve another process later
+// peerConn returns a data-plane connection to process app/pid at addr,
+// which another replica owns, shared by every request of this replica.
+func (s *Server) peerConn(ctx context.Context, addr, app, pid string) (*client.DataConn, error) {
+	key := addr + " " + liveKey(app, pid) // an address may serve another process later
 	s.mu.Lock()
 	dc := s.peers[key]
 	s.mu.Unlock()
 	if dc != nil && dc.Usable() {
 		return dc, nil
 	}
-	dc, err := client.Dial(ctx, addr, token, client.DialOptions{})
+	dc, err := client.Dial(ctx, addr, s.planeToken(app, pid), client.DialOptions{})
 	if err != nil {
 		return nil, err
 	}

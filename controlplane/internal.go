@@ -2,15 +2,14 @@ package controlplane
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -21,20 +20,8 @@ func (s *Server) internalRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST "+cpapi.PathMessages, s.internalMessage)
 	m.HandleFunc("POST "+cpapi.PathSnapshot, s.snapshotReport)
 	m.HandleFunc("POST "+cpapi.PathFlush, s.flushBackup)
+	m.HandleFunc("POST "+cpapi.PathInvoke, s.internalInvoke)
 	s.snapshotRoutes(m)
-}
-
-// authProcess checks that the caller holds the app's secret.
-func (s *Server) authProcess(r *http.Request, appName string) (store.App, error) {
-	app, err := s.cfg.Metadata.GetApp(r.Context(), appName)
-	if err != nil {
-		return app, err
-	}
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if subtle.ConstantTimeCompare([]byte(got), []byte(app.Secret)) != 1 {
-		return app, fmt.Errorf("%w: bad process credentials for app %s", errs.ErrUnauthenticated, appName)
-	}
-	return app, nil
 }
 
 // register is called by a runtime once it serves its data plane, and by one
@@ -48,7 +35,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	l := s.lookupLive(reg.App, reg.PID)
 	if l != nil && l.gen == reg.Generation {
-		if !s.authLive(w, r, l) {
+		claims, ok := s.checkLive(w, r, l)
+		if !ok {
 			return
 		}
 		l.mu.Lock()
@@ -60,7 +48,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		default:
 			close(l.registered)
 		}
-		writeJSON(w, http.StatusOK, s.heartbeatReply(reg.App))
+		reply := s.heartbeatReply(reg.App)
+		s.renewCredentials(claims, &reply)
+		writeJSON(w, http.StatusOK, reply)
 		return
 	}
 	s.reattach(w, r, reg.App, reg.PID, reg.Generation, reg.Address, l)
@@ -75,7 +65,7 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, appName, pid s
 		w.WriteHeader(http.StatusGone)
 		return
 	}
-	app, ok := s.authApp(w, r, appName)
+	app, ok := s.authApp(w, r, appName, pid, gen)
 	if !ok {
 		return
 	}
@@ -120,26 +110,56 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, appName, pid s
 	writeJSON(w, http.StatusOK, s.heartbeatReply(appName))
 }
 
+// internalInvoke runs an invocation a process makes of a peer that is not
+// active, bringing the peer back: the REST invoke (see invoke.go), taken
+// with a process credential of the app that may invoke.
+func (s *Server) internalInvoke(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	c, err := s.authAppProcess(r, q.Get("app"))
+	if err == nil && !c.Ops.Has(token.OpInvoke) {
+		err = fmt.Errorf("%w: the credential of %s/%s may not invoke", errs.ErrPermissionDenied, c.App, c.Sub)
+	}
+	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	r.SetPathValue("app", c.App)
+	r.SetPathValue("function", q.Get("function"))
+	s.invoke(w, r)
+}
+
 // heartbeatReply is what every accepted report is answered with.
 func (s *Server) heartbeatReply(app string) cpapi.HeartbeatReply {
 	return cpapi.HeartbeatReply{Epoch: s.knownEpoch(app), Replicas: s.liveReplicaURLs()}
 }
 
-// authLive checks a report's credentials against the live process, from
-// memory: no store read per heartbeat.
+// authLive checks that a report comes from the live process l: its
+// credential, for l's app, pid and generation. From memory: no store read
+// per heartbeat.
 func (s *Server) authLive(w http.ResponseWriter, r *http.Request, l *live) bool {
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if subtle.ConstantTimeCompare([]byte(got), []byte(l.secret)) != 1 {
-		writeError(w, s.log, fmt.Errorf("%w: bad process credentials for app %s", errs.ErrUnauthenticated, l.app))
-		return false
-	}
-	return true
+	_, ok := s.checkLive(w, r, l)
+	return ok
 }
 
-// authApp checks a report's credentials against the app's record. An app
-// that no longer exists answers 410, which retires the runtime.
-func (s *Server) authApp(w http.ResponseWriter, r *http.Request, appName string) (store.App, bool) {
-	app, err := s.authProcess(r, appName)
+// checkLive is authLive that also returns the credential's claims.
+func (s *Server) checkLive(w http.ResponseWriter, r *http.Request, l *live) (token.Claims, bool) {
+	c, err := s.authInternal(r, l.app, l.pid, l.gen)
+	if err != nil {
+		writeError(w, s.log, err)
+		return c, false
+	}
+	return c, true
+}
+
+// authApp checks that a report comes from generation gen of app/pid (its
+// credential) and reads the app's record. An app that no longer exists
+// answers 410, which retires the runtime.
+func (s *Server) authApp(w http.ResponseWriter, r *http.Request, appName, pid string, gen uint64) (store.App, bool) {
+	if _, err := s.authInternal(r, appName, pid, gen); err != nil {
+		writeError(w, s.log, err)
+		return store.App{}, false
+	}
+	app, err := s.cfg.Metadata.GetApp(r.Context(), appName)
 	if err != nil {
 		if errs.CodeOf(err) == errs.NotFound {
 			w.WriteHeader(http.StatusGone)
@@ -165,7 +185,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.reattach(w, r, hb.App, hb.PID, hb.Generation, "", l)
 		return
 	}
-	if !s.authLive(w, r, l) {
+	claims, ok := s.checkLive(w, r, l)
+	if !ok {
 		return
 	}
 	now := time.Now()
@@ -195,6 +216,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	reply := s.heartbeatReply(hb.App)
+	s.renewCredentials(claims, &reply)
 	reply.Orphan = s.orphanAccess(r.Context(), l, time.Duration(hb.OrphanNanos))
 	writeJSON(w, http.StatusOK, reply)
 }

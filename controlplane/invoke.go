@@ -13,7 +13,6 @@ import (
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
-	"github.com/praas-dev/praas/wire"
 )
 
 // invoke is the FaaS-compatible path: pick (or start) a process, forward the
@@ -71,7 +70,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set(client.HeaderPID, t.pid)
 	h.Set(client.HeaderAddress, t.addr)
-	h.Set(client.HeaderToken, wire.Token(app.Secret, app.Name, t.pid))
+	h.Set(client.HeaderToken, s.clientToken(app.Name, t.pid))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 }
@@ -128,7 +127,7 @@ func (s *Server) pick(ctx context.Context, app store.App, pid string) (target, e
 			return target{pid: pid}, err
 		}
 		if rec := peer.rec; rec.Status == store.StatusActive && rec.Address != "" {
-			dc, err := s.peerConn(ctx, rec.Address, wire.Token(app.Secret, app.Name, pid))
+			dc, err := s.peerConn(ctx, rec.Address, app.Name, pid)
 			return target{pid: pid, addr: rec.Address, conn: dc}, err
 		}
 		// Its owner is starting it or swapping it out: look again shortly.
@@ -142,7 +141,7 @@ func (s *Server) pick(ctx context.Context, app store.App, pid string) (target, e
 }
 
 func (s *Server) localTarget(ctx context.Context, l *live) (target, error) {
-	dc, err := l.dataConn(ctx)
+	dc, err := s.dataConn(ctx, l)
 	return target{pid: l.pid, addr: l.address(), conn: dc}, err
 }
 

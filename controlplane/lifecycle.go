@@ -15,7 +15,6 @@ import (
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
-	"github.com/praas-dev/praas/wire"
 )
 
 // live is a process this replica owns and that has not ended. The metadata
@@ -23,9 +22,7 @@ import (
 // process runs.
 type live struct {
 	app, pid string
-	gen      uint64 // the generation this replica started or adopted
-	secret   string // the app's secret, which authenticates the process's reports
-	token    string
+	gen      uint64 // the generation this replica started or adopted; its credential names it
 
 	registered chan struct{} // closed by the register call
 	exited     chan struct{} // closed when the backend reports the end
@@ -54,8 +51,7 @@ func liveKey(app, pid string) string { return app + "/" + pid }
 
 func newLive(app store.App, pid string, gen uint64) *live {
 	return &live{
-		app: app.Name, pid: pid, gen: gen, secret: app.Secret,
-		token:      wire.Token(app.Secret, app.Name, pid),
+		app: app.Name, pid: pid, gen: gen,
 		registered: make(chan struct{}),
 		exited:     make(chan struct{}),
 		ready:      make(chan struct{}),
@@ -88,9 +84,15 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// dataConn returns the control plane's data-plane connection to the process,
-// dialing it when needed.
-func (l *live) dataConn(ctx context.Context) (*client.DataConn, error) {
+// dataConn returns the control plane's data-plane connection to the
+// process of l, dialing it with the control plane's own token when needed.
+func (s *Server) dataConn(ctx context.Context, l *live) (*client.DataConn, error) {
+	return l.dataConn(ctx, s.planeToken(l.app, l.pid))
+}
+
+// dataConn returns the data-plane connection to the process, dialing it
+// with tok when needed.
+func (l *live) dataConn(ctx context.Context, tok string) (*client.DataConn, error) {
 	l.mu.Lock()
 	if l.conn != nil && l.conn.Usable() {
 		defer l.mu.Unlock()
@@ -99,7 +101,7 @@ func (l *live) dataConn(ctx context.Context) (*client.DataConn, error) {
 	addr := l.addr
 	l.mu.Unlock()
 	// Dial without l.mu: callers holding Server.mu take l.mu.
-	dc, err := client.Dial(ctx, addr, l.token, client.DialOptions{})
+	dc, err := client.Dial(ctx, addr, tok, client.DialOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -275,8 +277,12 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 			cpapi.EnvPID + "=" + l.pid,
 			cpapi.EnvGeneration + "=" + strconv.FormatUint(l.gen, 10),
 		}, s.cfg.ProcessEnv...),
-		Secrets: []string{cpapi.EnvSecret + "=" + app.Secret},
 	}
+	// The process's credentials, and the key to verify what is presented
+	// to it; never the app's secret or the signing key.
+	own, peer := s.processTokens(app.Name, l.pid, l.gen)
+	spec.Env = append(spec.Env, cpapi.EnvPublicKey+"="+s.tokens.public)
+	spec.Secrets = append(spec.Secrets, cpapi.EnvToken+"="+own, cpapi.EnvPeerToken+"="+peer)
 	if s.cfg.SwapURL != "" {
 		if rec.Snapshot != "" {
 			spec.Env = append(spec.Env, cpapi.EnvRestore+"="+rec.Snapshot)

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"net"
@@ -35,7 +36,7 @@ func newHarness(t *testing.T, meta store.Metadata) *harness {
 	}
 	h := &harness{t: t, meta: meta, swap: newMemSwap()}
 	h.be = newFakeBackend(t, h.swap)
-	s, err := New(Config{Metadata: meta, Swap: h.swap, SwapURL: "mem://", Backend: h.be,
+	s, err := New(Config{Metadata: meta, Swap: h.swap, SwapURL: "mem://", Backend: h.be, SigningKey: testSigningKey,
 		ReplicaID: "me", LeaseTTL: 600 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond,
 		StartTimeout: 5 * time.Second, StopTimeout: 2 * time.Second})
 	if err != nil {
@@ -351,7 +352,10 @@ func TestOwnership(t *testing.T) {
 			{cpapi.PathRegister, cpapi.Register{App: "app", PID: "p", Generation: p.Generation - 1, Address: "127.0.0.1:2"}},
 			{cpapi.PathSnapshot, cpapi.Snapshot{App: "app", PID: "p", Generation: p.Generation - 1, Key: stale, Final: true}},
 		} {
-			if code := postInternal(t, h, tc.path, tc.body); code != http.StatusGone {
+			// The stale generation's own credential: valid, but its
+			// reports are no longer taken.
+			own, _ := h.s.processTokens("app", "p", p.Generation-1)
+			if code := postInternal(t, h, tc.path, own, tc.body); code != http.StatusGone {
 				t.Errorf("%s of an older generation: %d, want 410", tc.path, code)
 			}
 		}
@@ -378,11 +382,14 @@ func TestOwnership(t *testing.T) {
 	})
 }
 
-func postInternal(t *testing.T, h *harness, path string, body any) int {
+// testSigningKey signs the tokens of every control plane in these tests.
+var testSigningKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+func postInternal(t *testing.T, h *harness, path, tok string, body any) int {
 	t.Helper()
 	data, _ := json.Marshal(body)
 	req, _ := http.NewRequest(http.MethodPost, h.s.cfg.URL+path, bytes.NewReader(data))
-	req.Header.Set("Authorization", "Bearer "+h.app.Secret)
+	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -168,11 +168,9 @@ func (s *Server) watchEpochs(ctx context.Context) {
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	app := q.Get("app")
-	if l := s.lookupLive(app, q.Get("pid")); l != nil {
-		if !s.authLive(w, r, l) {
-			return
-		}
-	} else if _, err := s.authProcess(r, app); err != nil {
+	// Any process of the app may watch its membership. From memory: no
+	// store read per poll.
+	if _, err := s.authAppProcess(r, app); err != nil {
 		writeError(w, s.log, err)
 		return
 	}

@@ -10,11 +10,10 @@ import (
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
-	"github.com/praas-dev/praas/wire"
 )
 
-// processView is a process as the API shows it. Token is the data-plane
-// token, given while the process is active.
+// processView is a process as the API shows it. Token is a data-plane
+// token for the process (invoke and send, an hour), given while it is active.
 type processView struct {
 	store.Process
 	Token string `json:"token,omitempty"`
@@ -28,7 +27,7 @@ func (s *Server) viewProcess(app store.App, p store.Process) processView {
 		l.mu.Unlock()
 	}
 	if p.Status == store.StatusActive {
-		v.Token = wire.Token(app.Secret, app.Name, p.PID)
+		v.Token = s.clientToken(app.Name, p.PID)
 	}
 	return v
 }

@@ -12,6 +12,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,10 @@ type Config struct {
 	// NoAuth turns authentication of the REST API off: every caller is an
 	// admin. For tests and trusted networks only.
 	NoAuth bool
+	// SigningKey signs the tokens the control plane issues: processes'
+	// credentials, data-plane tokens for clients and itself (see tokens.go).
+	// Required; replicas sharing a metadata store must share it.
+	SigningKey ed25519.PrivateKey
 	// LeaseTTL is how long this replica's lease on its processes lasts
 	// without a renewal (default 10s); it renews every LeaseTTL/3. Another
 	// replica takes the processes over once it has expired.
@@ -99,6 +104,9 @@ func (c *Config) Validate() error {
 	if c.Backend == nil {
 		return errors.New("control plane: a backend is required")
 	}
+	if len(c.SigningKey) != ed25519.PrivateKeySize {
+		return errors.New("control plane: an Ed25519 signing key is required")
+	}
 	return nil
 }
 
@@ -123,13 +131,14 @@ type Server struct {
 	// watches (under mu) hold each app's membership, computed once per epoch.
 	watches map[string]*appWatch
 	// peers (under mu) are data-plane connections to processes other
-	// replicas own, by address and token.
+	// replicas own, by address and process.
 	peers map[string]*client.DataConn
+
+	keys   keyCache // API keys recently verified; see auth.go
+	tokens *issuer  // signs and verifies tokens; see tokens.go
 
 	// leaseUntil is when this replica's lease ends unless renewed (unix
 	// nanos); past it, the replica acts for no process. See lease.go.
-	keys keyCache // API keys recently verified; see auth.go
-
 	leaseUntil atomic.Int64
 	replicas   replicaView
 	started    time.Time
@@ -152,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 		live: make(map[string]*live), backupLocks: make(map[string]*sync.Mutex),
 		watches: make(map[string]*appWatch), peers: make(map[string]*client.DataConn),
 		keys:     keyCache{byID: make(map[string]cachedKey)},
+		tokens:   newIssuer(cfg.SigningKey),
 		stopping: make(chan struct{})}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.routes()

@@ -99,7 +99,7 @@ func (s *Server) authSnapshot(w http.ResponseWriter, r *http.Request, app, pid s
 	if l := s.lookupLive(app, pid); l != nil && l.gen == gen {
 		return s.authLive(w, r, l)
 	}
-	_, ok := s.authApp(w, r, app)
+	_, ok := s.authApp(w, r, app, pid, gen)
 	return ok
 }
 

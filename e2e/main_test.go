@@ -12,6 +12,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -115,7 +116,13 @@ func newCluster(t *testing.T, processEnv ...string) *cluster {
 		// would make every swap-out that long.
 		processEnv = append(processEnv, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=20")
 	}
+	_, signingKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := controlplane.New(controlplane.Config{
+		SigningKey:  signingKey,
+		NoAuth:      true, // REST API keys are tested in cmd/praas; here every client is an admin
 		Metadata:    meta,
 		Swap:        swap,
 		SwapURL:     swapURL,

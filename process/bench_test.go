@@ -16,7 +16,7 @@ func benchProcess(b *testing.B) *process.Process {
 	b.Helper()
 	im := process.NewImage()
 	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
-	rt, err := process.New(process.Config{App: "bench", PID: "p1", Secret: "s",
+	rt, err := process.New(process.Config{App: "bench", PID: "p1", Verifier: testVerifier,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, im)
 	if err != nil {
 		b.Fatal(err)

@@ -118,7 +118,7 @@ func (rt *Runtime) fetchMembers(ctx context.Context, after uint64) (Membership, 
 	if err != nil {
 		return Membership{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+rt.cfg.Secret)
+	rt.authorize(req)
 	resp, err := pollClient.Do(req)
 	if err != nil {
 		return Membership{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -42,7 +43,9 @@ func (rt *Runtime) peer(ctx context.Context, pid string) (*client.DataConn, erro
 	if err != nil {
 		return nil, err
 	}
-	dc, err = client.Dial(ctx, m.Address, wire.Token(rt.cfg.Secret, rt.cfg.App, pid),
+	// The peer token says who we are: the peer takes the source of our
+	// messages from it.
+	dc, err = client.Dial(ctx, m.Address, rt.peerToken(),
 		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload})
 	if err != nil {
 		// Nothing was sent: the peer may be leaving; the caller retries
@@ -108,14 +111,20 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 		return err
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
-		res, cerr := rt.controlPlane().InvokeControlPlane(ctx, rt.cfg.App, dest, function, input)
-		return res.Output, cerr
+		// The control plane brings dest back and runs it there.
+		q := url.Values{"app": {rt.cfg.App}, "pid": {dest}, "function": {function}}
+		out = nil
+		err = rt.doWith(ctx, invokeClient, cpapi.PathInvoke+"?"+q.Encode(), "application/octet-stream", input, &out)
+		if err != nil && errs.CodeOf(err) == errs.Unknown {
+			err = fmt.Errorf("%w: invoke %s through the control plane: %w", errs.ErrUnavailable, dest, err)
+		}
 	}
 	return out, err
 }
 
-// controlPlane is a REST client of the control plane.
-func (rt *Runtime) controlPlane() *client.Client { return rt.cp.client() }
+// invokeClient carries invocations through the control plane: the caller's
+// context bounds them, as long as the function runs.
+var invokeClient = &http.Client{}
 
 func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) error {
 	if err := checkKey(key); err != nil {
@@ -132,8 +141,9 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		return dc.Send(ctx, rt.cfg.PID, key, data) // acknowledged within a round trip
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
-		// The control plane queues it durably in dest's backup queue.
-		q := url.Values{"app": {rt.cfg.App}, "src": {rt.cfg.PID}, "dest": {dest}, "key": {key}}
+		// The control plane queues it durably in dest's backup queue, from
+		// the sender our credential names.
+		q := url.Values{"app": {rt.cfg.App}, "dest": {dest}, "key": {key}}
 		return rt.postRaw(ctx, cpapi.PathMessages+"?"+q.Encode(), data)
 	}
 	return err
@@ -146,8 +156,9 @@ func checkKey(key string) error {
 	return nil
 }
 
-// acceptMessage takes a message that arrived over the data plane; it
-// returns the invocation the message triggers, if any, for the caller to run.
+// acceptMessage takes a message that arrived over the data plane, its
+// source already set from the sender's token; it returns the invocation the
+// message triggers, if any, for the caller to run.
 func (rt *Runtime) acceptMessage(m wire.Message, data []byte) (func(context.Context), error) {
 	if err := checkKey(m.Key); err != nil {
 		return nil, err

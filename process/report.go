@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
 )
@@ -58,6 +57,7 @@ func (rt *Runtime) report(ctx context.Context) error {
 		if err == nil {
 			lastContact = time.Now()
 			rt.cp.learn(reply.Replicas)
+			rt.renewCredentials(reply.Token, reply.PeerToken)
 			if reply.Orphan != nil {
 				rt.orphanPut.Store(reply.Orphan)
 			}
@@ -116,7 +116,6 @@ type cpLink struct {
 	mu      sync.Mutex
 	current string
 	known   []string
-	clients map[string]*client.Client
 }
 
 func (l *cpLink) init(url string) {
@@ -124,25 +123,12 @@ func (l *cpLink) init(url string) {
 	if l.current != "" {
 		l.known = []string{l.current}
 	}
-	l.clients = make(map[string]*client.Client)
 }
 
 func (l *cpLink) url() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.current
-}
-
-// client returns a REST client of the current replica.
-func (l *cpLink) client() *client.Client {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c, ok := l.clients[l.current]
-	if !ok {
-		c = client.New(l.current)
-		l.clients[l.current] = c
-	}
-	return c
 }
 
 // follow switches to url and reports whether it differs from the current one.
@@ -205,17 +191,23 @@ func (rt *Runtime) postRaw(ctx context.Context, path string, data []byte) error 
 
 // authorize adds the runtime's credentials for the internal API to req.
 func (rt *Runtime) authorize(req *http.Request) {
-	req.Header.Set("Authorization", "Bearer "+rt.cfg.Secret)
+	req.Header.Set("Authorization", "Bearer "+rt.ownToken())
 }
 
 func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, reply any) error {
+	return rt.doWith(ctx, httpClient, path, contentType, b, reply)
+}
+
+// doWith posts b to the internal API with hc and decodes the reply: JSON
+// into reply, or the raw body if reply is a *[]byte.
+func (rt *Runtime) doWith(ctx context.Context, hc *http.Client, path, contentType string, b []byte, reply any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rt.cp.url()+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", contentType)
 	rt.authorize(req)
-	resp, err := httpClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -224,6 +216,13 @@ func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, r
 	case http.StatusNoContent:
 		return nil
 	case http.StatusOK:
+		if out, ok := reply.(*[]byte); ok {
+			*out, err = io.ReadAll(io.LimitReader(resp.Body, int64(rt.cfg.MaxPayload)+1))
+			if err == nil && len(*out) > rt.cfg.MaxPayload {
+				err = fmt.Errorf("%w: a result over %d bytes", errs.ErrResourceExhausted, rt.cfg.MaxPayload)
+			}
+			return err
+		}
 		if reply != nil {
 			return json.NewDecoder(resp.Body).Decode(reply)
 		}

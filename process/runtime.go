@@ -9,6 +9,7 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/storeurl"
 	"github.com/praas-dev/praas/wire"
@@ -35,8 +37,19 @@ type Config struct {
 	// fencing token): the control plane refuses reports and snapshots of
 	// older generations.
 	Generation uint64
-	// Secret is the application secret from which data-plane tokens derive.
-	Secret string
+	// Token is the process's own credential, signed by the control plane
+	// (token.Claims: App, PID "*", Sub this pid, Gen this generation, Ops
+	// invoke|send|internal). It authenticates the runtime to the internal
+	// API; heartbeat replies renew it before it expires. Required with a
+	// control plane.
+	Token string
+	// PeerToken is what the runtime presents to peer processes on the data
+	// plane: the claims of Token without internal, so a peer cannot replay
+	// it to the control plane. Empty: Token is presented.
+	PeerToken string
+	// Verifier checks the tokens that clients, peers and the control plane
+	// present on the data plane (the control plane's public key). Required.
+	Verifier *token.Verifier
 	// ControlPlane is the control plane's base URL; empty runs standalone
 	// (no registration, no reports), which tests use.
 	ControlPlane string
@@ -99,8 +112,11 @@ func (c *Config) Validate() error {
 	if c.App == "" || c.PID == "" {
 		return errors.New("process runtime: app and pid are required")
 	}
-	if c.Secret == "" {
-		return errors.New("process runtime: secret is required")
+	if c.Verifier == nil {
+		return errors.New("process runtime: a token verifier (the control plane's public key) is required")
+	}
+	if c.Token == "" && c.ControlPlane != "" {
+		return errors.New("process runtime: with a control plane, the process's token is required")
 	}
 	if c.Swap != nil && c.ControlPlane != "" {
 		return errors.New("process runtime: with a control plane, snapshots go through it: no swap store")
@@ -116,12 +132,18 @@ func ConfigFromEnv() (Config, error) {
 	c := Config{
 		App:          os.Getenv(cpapi.EnvApp),
 		PID:          os.Getenv(cpapi.EnvPID),
-		Secret:       os.Getenv(cpapi.EnvSecret),
+		Token:        os.Getenv(cpapi.EnvToken),
+		PeerToken:    os.Getenv(cpapi.EnvPeerToken),
 		ControlPlane: os.Getenv(cpapi.EnvControlPlane),
 		Listen:       os.Getenv(cpapi.EnvListen),
 		Advertise:    os.Getenv(cpapi.EnvAdvertise),
 	}
 	var err error
+	if v := os.Getenv(cpapi.EnvPublicKey); v != "" {
+		if c.Verifier, err = token.DecodeVerifier(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvPublicKey, err)
+		}
+	}
 	if v := os.Getenv(cpapi.EnvGeneration); v != "" {
 		if c.Generation, err = strconv.ParseUint(v, 10, 64); err != nil {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvGeneration, err)
@@ -201,6 +223,9 @@ type Runtime struct {
 	// cp is how the runtime reaches the control plane: the replica that
 	// owns it, and the others to try when that one stops answering.
 	cp cpLink
+	// creds are the runtime's own tokens, renewed by heartbeat replies
+	// (see credentials.go).
+	creds atomic.Pointer[credentials]
 	// snapSeq numbers the snapshots this generation writes (see cpapi.SnapshotKey).
 	snapSeq atomic.Uint64
 	// orphanPut is the control plane's latest pre-issued PUT of this
@@ -234,6 +259,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 	rt.watchdog.init(rt)
 	rt.peers.conns = make(map[string]*client.DataConn)
 	rt.cp.init(cfg.ControlPlane)
+	rt.creds.Store(&credentials{own: cfg.Token, peer: cmp.Or(cfg.PeerToken, cfg.Token)})
 	rt.lastActive.Store(time.Now().UnixNano())
 	return rt, nil
 }

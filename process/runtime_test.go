@@ -3,8 +3,8 @@ package process_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,13 +23,11 @@ import (
 	"github.com/praas-dev/praas/wire"
 )
 
-const secret = "test-secret"
-
 // startRuntime runs a standalone runtime (no control plane) with im and
 // returns its address and a token for it.
 func startRuntime(t *testing.T, im *process.Image, mutate ...func(*process.Config)) (*process.Runtime, string) {
 	t.Helper()
-	cfg := process.Config{App: "app", PID: "p1", Secret: secret, DrainTimeout: 5 * time.Second}
+	cfg := process.Config{App: "app", PID: "p1", Verifier: testVerifier, DrainTimeout: 5 * time.Second}
 	for _, m := range mutate {
 		m(&cfg)
 	}
@@ -51,7 +49,7 @@ func startRuntime(t *testing.T, im *process.Image, mutate ...func(*process.Confi
 	case err := <-done:
 		t.Fatalf("runtime ended: %v", err)
 	}
-	return rt, wire.Token(secret, "app", "p1")
+	return rt, clientToken("app", "p1")
 }
 
 func dial(t *testing.T, rt *process.Runtime, token string) *client.DataConn {
@@ -275,7 +273,7 @@ func TestDrainFinishesRunningInvocations(t *testing.T) {
 		<-release
 		return []byte("done"), nil
 	})
-	rt, err := process.New(process.Config{App: "app", PID: "p1", Secret: secret}, im)
+	rt, err := process.New(process.Config{App: "app", PID: "p1", Verifier: testVerifier}, im)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +281,7 @@ func TestDrainFinishesRunningInvocations(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- rt.Run(ctx) }()
 	<-rt.Ready()
-	dc := dial(t, rt, wire.Token(secret, "app", "p1"))
+	dc := dial(t, rt, clientToken("app", "p1"))
 	call, err := dc.Go("wait", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -488,7 +486,8 @@ func newFakePresigned(t *testing.T) *fakePresigned {
 func runOrphan(t *testing.T, cp *fakeControlPlane) {
 	t.Helper()
 	rt, err := process.New(process.Config{
-		App: "app", PID: "p1", Secret: secret, Generation: 3,
+		App: "app", PID: "p1", Generation: 3, Verifier: testVerifier,
+		Token:         ownToken("app", "p1", 3),
 		ControlPlane:  cp.URL,
 		Heartbeat:     20 * time.Millisecond,
 		OrphanTimeout: 200 * time.Millisecond,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -49,11 +50,14 @@ func (rt *Runtime) acceptLoop(ctx context.Context) {
 
 // serverConn is one accepted data-plane connection.
 type serverConn struct {
-	rt     *Runtime
-	conn   net.Conn
-	w      *wire.Writer
-	r      *wire.Reader
-	source string // pid of the peer process, if it is one
+	rt   *Runtime
+	conn net.Conn
+	w    *wire.Writer
+	r    *wire.Reader
+	// claims are those of the token the client said hello with: who it is
+	// (Sub: a pid of the app, or "" for a client outside it or the control
+	// plane) and what it may do here.
+	claims token.Claims
 
 	mu       sync.Mutex
 	inflight map[uint64]*tracked // invocations received and not yet finished, for After
@@ -91,7 +95,7 @@ func (c *serverConn) readFrames(ctx context.Context) {
 	var pooled []byte        // the payload buffer of the current frame, if it came from the pool
 	var decoded *wire.Invoke // the current frame's metadata, if borrow decoded it
 	borrow := func(h wire.Header, meta []byte) []byte {
-		if h.Type != wire.FrameInvoke {
+		if h.Type != wire.FrameInvoke || !c.claims.Ops.Has(token.OpInvoke) {
 			return nil
 		}
 		inv, err := wire.DecodeInvoke(meta)
@@ -131,6 +135,10 @@ func (c *serverConn) readFrames(ctx context.Context) {
 			if pooled != nil && (len(f.Payload) == 0 || &f.Payload[0] != &pooled[:1][0]) {
 				pooled = nil // the payload did not fit the buffer: nothing to give back
 			}
+			if !c.claims.Ops.Has(token.OpInvoke) {
+				c.refuse(f.ID, "invoke")
+				continue
+			}
 			if run := c.startInvocation(f.ID, inv, f.Payload, pooled); run != nil {
 				if !r.runInline(ctx, run) {
 					return // handed off: another goroutine reads now
@@ -141,6 +149,15 @@ func (c *serverConn) readFrames(ctx context.Context) {
 			if err != nil {
 				c.fatal(errs.InvalidArgument, err)
 				return
+			}
+			if !c.claims.Ops.Has(token.OpSend) {
+				c.refuse(f.ID, "send")
+				continue
+			}
+			if !c.claims.Ops.Has(token.OpRelay) {
+				// A message is from whoever the token says the sender is;
+				// only the control plane relays others' messages.
+				m.Source = c.claims.Sub
 			}
 			run, err := c.rt.acceptMessage(m, f.Payload)
 			if err != nil {
@@ -184,12 +201,19 @@ func (c *serverConn) handshake() error {
 		return err
 	}
 	cfg := &c.rt.cfg
-	if !wire.CheckToken(cfg.Secret, cfg.App, cfg.PID, h.Token) {
-		err := fmt.Errorf("invalid data-plane token for %s/%s", cfg.App, cfg.PID)
+	claims, err := cfg.Verifier.Verify(h.Token, time.Now())
+	if err != nil {
+		err = fmt.Errorf("data-plane token for %s/%s: %w", cfg.App, cfg.PID, err)
 		c.fatal(errs.Unauthenticated, err)
 		return err
 	}
-	c.source = h.Source
+	if !claims.Covers(cfg.App, cfg.PID) {
+		err := fmt.Errorf("%w: the token is for %s/%s, not %s/%s", errs.ErrUnauthenticated, claims.App, claims.PID, cfg.App, cfg.PID)
+		c.fatal(errs.Unauthenticated, err)
+		return err
+	}
+	// The token is checked once, here: a connection may outlive it.
+	c.claims = claims
 	w := wire.Welcome{Version: min(h.Version, wire.Version), App: cfg.App, PID: cfg.PID}
 	return c.w.WriteFrame(wire.FrameWelcome, 0, w.Encode(), nil)
 }
@@ -213,6 +237,12 @@ func (c *serverConn) close() {
 
 func (c *serverConn) goAway(reason string) {
 	_ = c.w.WriteFrame(wire.FrameGoAway, 0, wire.EncodeCode(errs.Unavailable), []byte(reason))
+}
+
+// refuse answers a request the connection's token does not allow; the
+// connection stays open for the requests it does allow.
+func (c *serverConn) refuse(id uint64, op string) {
+	c.replyError(id, fmt.Errorf("%w: this connection's token allows %s, not %s", errs.ErrPermissionDenied, c.claims.Ops, op))
 }
 
 func (c *serverConn) replyError(id uint64, err error) {

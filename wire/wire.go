@@ -38,10 +38,7 @@
 package wire
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -146,20 +143,3 @@ var ErrMalformed = errors.New("malformed frame")
 // ErrTooLarge is returned by Reader.Next for a frame over the limit; the
 // frame was skipped and the stream is still in sync.
 var ErrTooLarge = errors.New("frame too large")
-
-// Token derives the data-plane token of process pid in app from the app's
-// secret. Processes of an app share the secret, so they can reach each other;
-// the control plane hands tokens to clients.
-func Token(secret, app, pid string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(app))
-	m.Write([]byte{0})
-	m.Write([]byte(pid))
-	return hex.EncodeToString(m.Sum(nil)[:16])
-}
-
-// CheckToken compares in constant time.
-func CheckToken(secret, app, pid, token string) bool {
-	want := Token(secret, app, pid)
-	return hmac.Equal([]byte(want), []byte(token))
-}

@@ -49,6 +49,8 @@ type replicaSet struct {
 	runDir   string
 	extra    []string
 	data     map[string]string // replica id → its --data directory
+	// signingKey is the --signing-key file every replica shares.
+	signingKey string
 }
 
 // newReplicaSet prepares replicas on the test servers, under a key and
@@ -64,6 +66,8 @@ func newReplicaSet(t *testing.T, extra ...string) *replicaSet {
 		runDir:   t.TempDir(),
 		extra:    extra,
 		data:     make(map[string]string),
+
+		signingKey: filepath.Join(t.TempDir(), "signing.key"),
 	}
 }
 
@@ -77,7 +81,8 @@ func (rs *replicaSet) start(id string) *controlPlane {
 		rs.data[id] = data
 	}
 	args := []string{"--replica-id", id, "--metadata", rs.metadata, "--swap", rs.swap, "--run-dir", rs.runDir,
-		"--lease-ttl", replicaLeaseTTL.String(), "--heartbeat-timeout", replicaHeartbeatTimeout.String()}
+		"--lease-ttl", replicaLeaseTTL.String(), "--heartbeat-timeout", replicaHeartbeatTimeout.String(),
+		"--signing-key", rs.signingKey}
 	return startControlPlane(rs.t, data, append(args, rs.extra...)...)
 }
 
@@ -761,9 +766,9 @@ func TestStaleGenerationRefused(t *testing.T) {
 	expectVia(t, ca, "", app, "p1", "state-set", "k=gen1")
 	waitFor(t, 10*time.Second, "p1 checkpoint", func() bool { return getProcess(t, ca, app, "p1").Snapshot != "" })
 	old1 := osProcOf(t, p1.Handle)
-	secret := old1.environ(t)[cpapi.EnvSecret]
-	if secret == "" {
-		t.Fatalf("no %s in the environment of p1", cpapi.EnvSecret)
+	cred := old1.environ(t)[cpapi.EnvToken]
+	if cred == "" {
+		t.Fatalf("no %s in the environment of p1", cpapi.EnvToken)
 	}
 	if err := syscall.Kill(old1.pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -780,26 +785,26 @@ func TestStaleGenerationRefused(t *testing.T) {
 		t.Fatalf("p1 back as generation %d owner %q; want %d, b", cur.Generation, cur.Owner, p1.Generation+1)
 	}
 
-	// Reports in generation 1's name, with the app's credentials, are
-	// refused with 410 by either replica, and the snapshot is deleted.
+	// Reports in generation 1's name, with generation 1's own credential,
+	// are refused with 410 by either replica, and the snapshot is deleted.
 	lateKey := cpapi.SnapshotKey(app, "p1", p1.Generation, 99)
 	if err := swap.Put(ctx, lateKey, strings.NewReader("late"), 4); err != nil {
 		t.Fatal(err)
 	}
 	report := cpapi.Snapshot{App: app, PID: "p1", Generation: p1.Generation, Key: lateKey, Bytes: 4}
 	if code := postInternal(t, a.endpoint, cpapi.PathSnapshot, "wrong", report); code != http.StatusUnauthorized {
-		t.Fatalf("snapshot report with a wrong secret: %d, want 401", code)
+		t.Fatalf("snapshot report with a wrong credential: %d, want 401", code)
 	}
 	for _, cp := range []*controlPlane{a, b} {
-		if code := postInternal(t, cp.endpoint, cpapi.PathSnapshot, secret, report); code != http.StatusGone {
+		if code := postInternal(t, cp.endpoint, cpapi.PathSnapshot, cred, report); code != http.StatusGone {
 			t.Fatalf("snapshot report of generation %d at %s: %d, want 410", p1.Generation, cp.endpoint, code)
 		}
 		hb := cpapi.Heartbeat{App: app, PID: "p1", Generation: p1.Generation}
-		if code := postInternal(t, cp.endpoint, cpapi.PathHeartbeat, secret, hb); code != http.StatusGone {
+		if code := postInternal(t, cp.endpoint, cpapi.PathHeartbeat, cred, hb); code != http.StatusGone {
 			t.Fatalf("heartbeat of generation %d at %s: %d, want 410", p1.Generation, cp.endpoint, code)
 		}
 		reg := cpapi.Register{App: app, PID: "p1", Generation: p1.Generation, Address: "127.0.0.1:1"}
-		if code := postInternal(t, cp.endpoint, cpapi.PathRegister, secret, reg); code != http.StatusGone {
+		if code := postInternal(t, cp.endpoint, cpapi.PathRegister, cred, reg); code != http.StatusGone {
 			t.Fatalf("registration of generation %d at %s: %d, want 410", p1.Generation, cp.endpoint, code)
 		}
 	}
@@ -933,8 +938,8 @@ func ranges(ns []int) string {
 }
 
 // postInternal posts body to the internal API of the replica at endpoint
-// with the app secret and returns the status code.
-func postInternal(t *testing.T, endpoint, path, secret string, body any) int {
+// with the process credential cred and returns the status code.
+func postInternal(t *testing.T, endpoint, path, cred string, body any) int {
 	t.Helper()
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -947,7 +952,7 @@ func postInternal(t *testing.T, endpoint, path, secret string, body any) int {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Authorization", "Bearer "+cred)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

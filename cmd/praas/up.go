@@ -19,6 +19,7 @@ import (
 	"github.com/praas-dev/praas/builtin"
 	"github.com/praas-dev/praas/controlplane"
 	"github.com/praas-dev/praas/internal/cpapi"
+	tokens "github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/store/storeurl"
 )
 
@@ -44,6 +45,7 @@ type upConfig struct {
 	isolationUIDs    string
 	orphanTimeout    time.Duration
 	adminKey         string
+	signingKey       string
 	noAuth           bool
 }
 
@@ -78,6 +80,7 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.DurationVar(&cfg.orphanTimeout, "orphan-timeout", envDuration(cpapi.EnvOrphanTimeout, 5*time.Minute), "how long a process keeps serving while no control plane answers before it swaps itself out (default from $"+cpapi.EnvOrphanTimeout+")")
 	f.StringVar(&cfg.adminKey, "admin-key", os.Getenv("PRAAS_ADMIN_KEY"), "an admin API key (praas_ID_SECRET) to accept, stored hashed (default $PRAAS_ADMIN_KEY; without one, the first start makes one up and shows it once)")
 	f.BoolVar(&cfg.noAuth, "no-auth", false, "serve the REST API without authentication: anyone who reaches it is an admin (trusted networks and tests only)")
+	f.StringVar(&cfg.signingKey, "signing-key", "", "file of the Ed25519 key that signs process credentials and data-plane tokens, PEM or raw; made (mode 0600) on first start if absent. Replicas sharing a metadata store must share it (default: --data/signing.key)")
 	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
 	f.StringVar(&cfg.isolation, "isolation", "auto", "how processes of different apps are kept apart: namespaces (a uid per app, in bubblewrap), user (a uid per app), none, or auto (the strongest that works here); see docs/security.md")
 	f.StringVar(&cfg.isolationUIDs, "isolation-uids", fmt.Sprintf("%d-%d", local.DefaultFirstUID, local.DefaultFirstUID+local.DefaultUIDs-1), "the uids (and gids) apps get with --isolation user or namespaces, one per app; installations on one host that do not share --run-dir need ranges that do not overlap")
@@ -158,6 +161,14 @@ func (c *cli) up(cfg upConfig) error {
 			return err
 		}
 	}
+	signingKeyPath := cfg.signingKey
+	if signingKeyPath == "" {
+		signingKeyPath = filepath.Join(data, "signing.key")
+	}
+	signingKey, err := tokens.LoadOrCreateKey(signingKeyPath)
+	if err != nil {
+		return fmt.Errorf("--signing-key: %w", err)
+	}
 	var newAdminKey string
 	if !cfg.noAuth {
 		if newAdminKey, err = controlplane.EnsureAdminKey(c.ctx, meta, cfg.adminKey); err != nil {
@@ -166,6 +177,7 @@ func (c *cli) up(cfg upConfig) error {
 	}
 	cp, err := controlplane.New(controlplane.Config{
 		NoAuth:           cfg.noAuth,
+		SigningKey:       signingKey,
 		ReplicaID:        replicaID,
 		LeaseTTL:         cfg.leaseTTL,
 		URL:              cfg.url,

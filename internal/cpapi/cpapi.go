@@ -24,6 +24,10 @@ const (
 	// PathFlush asks the replica that owns a process to deliver its backup
 	// queue (?app=&pid=): another replica queued a message for it.
 	PathFlush = "/internal/v1/flush"
+	// PathInvoke runs an invocation a process makes of a peer that is not
+	// active (?app=&pid=&function=, raw input in, raw output out): what the
+	// REST invoke does for clients, for a process's own credential.
+	PathInvoke = "/internal/v1/invoke"
 	// PathSnapshotAccess grants a process access to one of its own
 	// snapshots: SnapshotAccessRequest in, SnapshotAccess out.
 	PathSnapshotAccess = "/internal/v1/snapshot-access"
@@ -35,11 +39,23 @@ const (
 
 // Env variables through which a backend configures a process runtime.
 const (
-	EnvControlPlane   = "PRAAS_CONTROL_PLANE"
-	EnvApp            = "PRAAS_APP"
-	EnvPID            = "PRAAS_PID"
-	EnvGeneration     = "PRAAS_GENERATION" // the activation the process is: its fencing token
-	EnvSecret         = "PRAAS_SECRET"
+	EnvControlPlane = "PRAAS_CONTROL_PLANE"
+	EnvApp          = "PRAAS_APP"
+	EnvPID          = "PRAAS_PID"
+	EnvGeneration   = "PRAAS_GENERATION" // the activation the process is: its fencing token
+
+	// EnvToken is the process's own credential (internal/token: App, PID
+	// "*", Sub the pid, its generation, ops invoke|send|internal), for the
+	// internal API. A secret; heartbeat replies renew it.
+	EnvToken = "PRAAS_TOKEN"
+	// EnvPeerToken is what the process presents to its peers on the data
+	// plane: the same claims without internal, so a peer cannot replay it
+	// to the control plane. A secret; heartbeat replies renew it.
+	EnvPeerToken = "PRAAS_PEER_TOKEN"
+	// EnvPublicKey is the control plane's token-verifying key(s),
+	// comma-separated (token.EncodePublic).
+	EnvPublicKey = "PRAAS_CP_PUBLIC_KEY"
+
 	EnvListen         = "PRAAS_LISTEN"
 	EnvAdvertise      = "PRAAS_ADVERTISE" // host to advertise if the listen host is unspecified
 	EnvMaxConcurrency = "PRAAS_MAX_CONCURRENCY"
@@ -98,6 +114,10 @@ type HeartbeatReply struct {
 	// Replicas are the URLs of the live control-plane replicas, for the
 	// runtime to try when the one it reports to stops answering.
 	Replicas []string `json:"replicas,omitempty"`
+	// Token and PeerToken, when set, replace the runtime's own credential
+	// and peer token (see EnvToken, EnvPeerToken) before they expire.
+	Token     string `json:"token,omitempty"`
+	PeerToken string `json:"peer_token,omitempty"`
 	// Orphan, in a heartbeat reply, is a pre-issued PUT of the orphan key
 	// of the process's generation (OrphanSeq), for the final snapshot of a
 	// runtime that no control plane answers any more. Only stores that

@@ -24,11 +24,10 @@ import (
 //	itself, data plane       pid      ""    0    invoke|send|relay      planeTokenTTL
 //	itself, other replicas   pid      ""    0    replica                replicaTokenTTL
 //
-// A process never sees a token that names another process as the target
-// with more rights than its own: the control plane's relay token names
-// the one process it is presented to, so that process cannot replay it to
-// a peer, and a process's credential for the internal API never leaves
-// for the data plane (peers see the peer token).
+// What a process is shown cannot be replayed to gain anything: the control
+// plane's relay token and clients' tokens name the one process they are
+// presented to, and a process's credential for the internal API never
+// goes on the data plane (peers see the peer token, without internal).
 const (
 	processTokenTTL = time.Hour
 	clientTokenTTL  = time.Hour

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -273,6 +274,7 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 	spec := backend.Spec{App: app.Name, PID: l.pid, Generation: l.gen, Image: app.Image,
 		Env: append([]string{
 			cpapi.EnvControlPlane + "=" + s.cfg.URL,
+			cpapi.EnvControlPlanes + "=" + strings.Join(s.liveReplicaURLs(), ","),
 			cpapi.EnvApp + "=" + app.Name,
 			cpapi.EnvPID + "=" + l.pid,
 			cpapi.EnvGeneration + "=" + strconv.FormatUint(l.gen, 10),

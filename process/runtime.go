@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,9 @@ type Config struct {
 	// ControlPlane is the control plane's base URL; empty runs standalone
 	// (no registration, no reports), which tests use.
 	ControlPlane string
+	// OtherControlPlanes are the URLs of other replicas, to fail over to
+	// before the first heartbeat reply names them.
+	OtherControlPlanes []string
 	// Listen is the data-plane address (default 127.0.0.1:0).
 	Listen string
 	// Advertise is the host announced to the control plane when Listen's
@@ -130,13 +134,14 @@ func (c *Config) Validate() error {
 // ConfigFromEnv reads the configuration a backend passed in the environment.
 func ConfigFromEnv() (Config, error) {
 	c := Config{
-		App:          os.Getenv(cpapi.EnvApp),
-		PID:          os.Getenv(cpapi.EnvPID),
-		Token:        os.Getenv(cpapi.EnvToken),
-		PeerToken:    os.Getenv(cpapi.EnvPeerToken),
-		ControlPlane: os.Getenv(cpapi.EnvControlPlane),
-		Listen:       os.Getenv(cpapi.EnvListen),
-		Advertise:    os.Getenv(cpapi.EnvAdvertise),
+		App:                os.Getenv(cpapi.EnvApp),
+		PID:                os.Getenv(cpapi.EnvPID),
+		Token:              os.Getenv(cpapi.EnvToken),
+		PeerToken:          os.Getenv(cpapi.EnvPeerToken),
+		ControlPlane:       os.Getenv(cpapi.EnvControlPlane),
+		OtherControlPlanes: strings.FieldsFunc(os.Getenv(cpapi.EnvControlPlanes), func(r rune) bool { return r == ',' }),
+		Listen:             os.Getenv(cpapi.EnvListen),
+		Advertise:          os.Getenv(cpapi.EnvAdvertise),
 	}
 	var err error
 	if v := os.Getenv(cpapi.EnvPublicKey); v != "" {
@@ -259,6 +264,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 	rt.watchdog.init(rt)
 	rt.peers.conns = make(map[string]*client.DataConn)
 	rt.cp.init(cfg.ControlPlane)
+	rt.cp.learn(cfg.OtherControlPlanes)
 	rt.creds.Store(&credentials{own: cfg.Token, peer: cmp.Or(cfg.PeerToken, cfg.Token)})
 	rt.lastActive.Store(time.Now().UnixNano())
 	return rt, nil

@@ -39,15 +39,16 @@ const (
 
 // Env variables through which a backend configures a process runtime.
 const (
-	EnvControlPlane = "PRAAS_CONTROL_PLANE"
-	EnvApp          = "PRAAS_APP"
-	EnvPID          = "PRAAS_PID"
-	EnvGeneration   = "PRAAS_GENERATION" // the activation the process is: its fencing token
+	EnvControlPlane  = "PRAAS_CONTROL_PLANE"
+	EnvControlPlanes = "PRAAS_CONTROL_PLANES" // comma-separated URLs of the other replicas, to fail over to
+	EnvApp           = "PRAAS_APP"
+	EnvPID           = "PRAAS_PID"
+	EnvGeneration    = "PRAAS_GENERATION" // the activation the process is: its fencing token
 
 	// EnvToken is the process's own credential (internal/token: App, PID
 	// "*", Sub the pid, its generation, ops invoke|send|internal), for the
 	// internal API. A secret; heartbeat replies renew it.
-	EnvToken = "PRAAS_TOKEN"
+	EnvToken = "PRAAS_PROCESS_TOKEN"
 	// EnvPeerToken is what the process presents to its peers on the data
 	// plane: the same claims without internal, so a peer cannot replay it
 	// to the control plane. A secret; heartbeat replies renew it.

@@ -13,6 +13,7 @@ import (
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -245,6 +246,10 @@ func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	data, err := s.readPayload(r)
 	if err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if err := names.Key(q.Get("key")); err != nil {
 		writeError(w, s.log, err)
 		return
 	}

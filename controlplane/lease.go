@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/praas-dev/praas/backend"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/process"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -288,6 +290,7 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 		l := s.adopt(app, stored, h)
 		if l != nil {
 			s.log.Info("process taken over", "app", rec.App, "pid", rec.PID, "generation", rec.Generation)
+			s.goBackground(func(ctx context.Context) { s.tellOwner(ctx, l) })
 		}
 		return nil
 	}
@@ -332,4 +335,21 @@ func endStatus(p store.Process) string {
 		return store.StatusSwapped
 	}
 	return store.StatusFailed
+}
+
+// tellOwner tells a process this replica took over, over its data plane,
+// where to report from now on: it may know no other replica than its gone
+// owner, whose URL it would try on and on while this replica, hearing
+// nothing, marked it failed.
+func (s *Server) tellOwner(ctx context.Context, l *live) {
+	urls := append([]string{s.cfg.URL}, s.liveReplicaURLs()...)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatTimeout)
+	defer cancel()
+	dc, err := s.dataConn(ctx, l)
+	if err == nil {
+		err = dc.Send(ctx, "", process.KeyControlPlane, []byte(strings.Join(urls, "\n")))
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("tell a taken-over process its new owner", "app", l.app, "pid", l.pid, "err", err)
+	}
 }

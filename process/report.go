@@ -15,6 +15,7 @@ import (
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/names"
 )
 
 // errRetired is returned by report when the control plane no longer wants
@@ -243,4 +244,27 @@ func (rt *Runtime) doWith(ctx context.Context, hc *http.Client, path, contentTyp
 	default:
 		return fmt.Errorf("control plane %s: %s: %s", path, resp.Status, bytes.TrimSpace(raw))
 	}
+}
+
+// KeyControlPlane is the control message a replica that took the process
+// over sends: its body is the replica's URL, then other replicas' URLs, one
+// a line. The runtime reports there from then on.
+const KeyControlPlane = names.ControlPrefix + "control-plane"
+
+// controlMessage handles a message of the control plane to the runtime
+// itself (the connection's token allowed relaying).
+func (rt *Runtime) controlMessage(key string, data []byte) error {
+	switch key {
+	case KeyControlPlane:
+		urls := strings.Fields(string(data))
+		if len(urls) == 0 {
+			return fmt.Errorf("%w: %s without a URL", errs.ErrInvalidArgument, key)
+		}
+		rt.cp.learn(urls[1:])
+		if rt.cp.follow(urls[0]) {
+			rt.log.Info("reporting to another control-plane replica", "url", urls[0])
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown control message %q", errs.ErrInvalidArgument, key)
 }

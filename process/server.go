@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/wire"
 )
@@ -158,6 +160,18 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				// A message is from whoever the token says the sender is;
 				// only the control plane relays others' messages.
 				m.Source = c.claims.Sub
+			}
+			if strings.HasPrefix(m.Key, names.ControlPrefix) {
+				err := fmt.Errorf("%w: message key %q is reserved for the control plane", errs.ErrPermissionDenied, m.Key)
+				if c.claims.Ops.Has(token.OpRelay) {
+					err = c.rt.controlMessage(m.Key, f.Payload)
+				}
+				if err != nil {
+					c.replyError(f.ID, err)
+				} else {
+					_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)
+				}
+				continue
 			}
 			run, err := c.rt.acceptMessage(m, f.Payload)
 			if err != nil {

@@ -7,6 +7,7 @@ package names
 import (
 	"fmt"
 	"regexp"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -35,9 +36,16 @@ func Function(s string) error {
 	return check("function name", s, functionRE.MatchString(s), "use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
 }
 
+// ControlPrefix starts the keys of the control plane's own messages to a
+// runtime (see process: controlMessage); no one else may send them.
+const ControlPrefix = "praas:"
+
 // Key checks a message key: 1 to 255 bytes of UTF-8 without whitespace or
-// control characters.
+// control characters, not starting with ControlPrefix.
 func Key(s string) error {
+	if strings.HasPrefix(s, ControlPrefix) {
+		return fmt.Errorf("%w: message key %q: keys starting with %q are reserved", errs.ErrInvalidArgument, s, ControlPrefix)
+	}
 	ok := s != "" && len(s) <= MaxKey && utf8.ValidString(s)
 	for _, r := range s {
 		if !ok {

@@ -37,6 +37,7 @@ func TestNames(t *testing.T) {
 		{Key, "a b", false},
 		{Key, "a\nb", false},
 		{Key, "\xff", false},
+		{Key, "praas:control-plane", false},
 	}
 	for _, tt := range tests {
 		err := tt.check(tt.in)

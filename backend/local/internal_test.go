@@ -144,3 +144,20 @@ func TestWaitPidfd(t *testing.T) {
 		t.Errorf("signalPidfd after reaping: %v, %v; want ended", ended, err)
 	}
 }
+
+func TestCatches(t *testing.T) {
+	if !catches(os.Getpid(), unix.SIGTERM) {
+		t.Errorf("a Go program does not catch SIGTERM?")
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if catches(cmd.Process.Pid, unix.SIGTERM) {
+		t.Errorf("sleep catches SIGTERM?")
+	}
+	if !catches(1<<30, unix.SIGTERM) {
+		t.Errorf("catches of no process: false, want true (cannot tell)")
+	}
+}

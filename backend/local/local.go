@@ -306,7 +306,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 		err = b.writeRecord(record{
 			App: spec.App, PID: spec.PID, Generation: spec.Generation,
 			OSPID: id.pid, StartTime: id.start, BootID: b.bootID,
-			UID: l.uid, Scratch: l.scratch,
+			UID: l.uid, Scratch: l.scratch, Sandboxed: sandboxed,
 		})
 	}
 	if err != nil {
@@ -371,6 +371,8 @@ type proc struct {
 	id    ident
 	child *child
 	pidfd *os.File
+	// sandboxed: pid 1 of its own pid namespace.
+	sandboxed bool
 }
 
 // find returns the process h names, or ok=false if it has ended or never
@@ -384,9 +386,10 @@ func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
 	c := b.children[id]
 	b.mu.Unlock()
 	if c != nil {
-		return &proc{id: id, child: c}, true, nil
+		return &proc{id: id, child: c, sandboxed: c.sandboxed}, true, nil
 	}
-	if _, ok, err := b.readRecord(id); !ok || err != nil {
+	r, ok, err := b.readRecord(id)
+	if !ok || err != nil {
 		return nil, false, err
 	}
 	f, ok, err := openPidfd(id)
@@ -397,7 +400,7 @@ func (b *Backend) find(h backend.Handle) (p *proc, ok bool, err error) {
 		b.forget(id)
 		return nil, false, nil
 	}
-	return &proc{id: id, pidfd: f}, true, nil
+	return &proc{id: id, pidfd: f, sandboxed: r.Sandboxed}, true, nil
 }
 
 func (p *proc) close() {
@@ -408,6 +411,9 @@ func (p *proc) close() {
 
 // signal sends sig; ended is true if the process has already ended.
 func (p *proc) signal(sig unix.Signal) (ended bool, err error) {
+	if p.sandboxed && sig != unix.SIGKILL && !catches(p.id.pid, sig) {
+		sig = unix.SIGKILL // what the default action would do
+	}
 	if p.child != nil && p.child.sandboxed {
 		// Not bubblewrap, which does not pass signals on: the runtime,
 		// through a pidfd because it is not our child.

@@ -399,6 +399,28 @@ func testBuiltinImage(t *testing.T, e env) {
 	}
 }
 
+// A process stopped before its runtime installed its SIGTERM handler ends
+// at once: in the namespaces mode, where it is pid 1 and the kernel would
+// drop a SIGTERM it does not handle, too.
+func TestStopRightAfterStart(t *testing.T) { forModes(t, testStopRightAfterStart) }
+
+func testStopRightAfterStart(t *testing.T, e env) {
+	b := newBackend(t, e.config())
+	for i := range 5 {
+		h, err := b.Start(t.Context(), imageSpec(t, "a", fmt.Sprintf("p%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		err = b.Stop(ctx, h)
+		cancel()
+		if d := time.Since(t0); err != nil || d > 10*time.Second {
+			t.Errorf("Stop right after Start: %v after %v; want it ended at once", err, d)
+		}
+	}
+}
+
 func TestConfigAndSpecChecks(t *testing.T) {
 	if _, err := local.New(local.Config{}); !errors.Is(err, errs.ErrInvalidArgument) {
 		t.Errorf("New without RunDir: %v, want ErrInvalidArgument", err)

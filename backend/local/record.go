@@ -26,6 +26,9 @@ type record struct {
 	// runs isolated.
 	UID     uint32 `json:"uid,omitempty"`
 	Scratch string `json:"scratch,omitempty"`
+	// Sandboxed: the process is pid 1 of its own pid namespace
+	// (namespaces mode), and bubblewrap's child.
+	Sandboxed bool `json:"sandboxed,omitempty"`
 }
 
 func (r record) ident() ident { return ident{r.OSPID, r.StartTime} }

@@ -444,6 +444,33 @@ func sandboxRuntime(ctx context.Context, r *os.File, sandbox int) (ident, error)
 	return ident{info.ChildPID, st.start}, nil
 }
 
+// catches reports whether pid handles or ignores sig, rather than leaving
+// it to its default action. It says yes when it cannot tell.
+//
+// A sandboxed runtime is pid 1 of its namespace, and the kernel drops a
+// signal sent to pid 1 that pid 1 leaves to the default action (SIGKILL
+// excepted): SIGTERM would not end a runtime without a handler, as it
+// would anywhere else, nor bubblewrap still setting the sandbox up. Go
+// installs its handlers before any code of the image runs.
+func catches(pid int, sig unix.Signal) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return true
+	}
+	var mask uint64
+	for line := range strings.Lines(string(data)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "SigCgt" || k == "SigIgn" {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return true
+			}
+			mask |= m
+		}
+	}
+	return mask&(1<<(uint(sig)-1)) != 0
+}
+
 // killProc kills id if it still runs, and waits a little for it to end.
 func killProc(id ident) {
 	f, ok, err := openPidfd(id)

@@ -111,7 +111,7 @@ func (p *fakeProc) run(b *fakeBackend) {
 				return
 			}
 			key := cpapi.SnapshotKey(app, pid, gen, 1)
-			if err := b.swap.Put(context.Background(), key, strings.NewReader("state of "+key), -1); err != nil {
+			if err := p.putSnapshot(app, pid, gen, 1, "state of "+key); err != nil {
 				b.t.Errorf("fake process: write snapshot: %v", err)
 				return
 			}

@@ -29,16 +29,20 @@ type harness struct {
 	app  store.App
 }
 
-func newHarness(t *testing.T, meta store.Metadata) *harness {
+func newHarness(t *testing.T, meta store.Metadata, opts ...func(*Config)) *harness {
 	t.Helper()
 	if meta == nil {
 		meta = memory.New()
 	}
 	h := &harness{t: t, meta: meta, swap: newMemSwap()}
 	h.be = newFakeBackend(t, h.swap)
-	s, err := New(Config{Metadata: meta, Swap: h.swap, SwapURL: "mem://", Backend: h.be, SigningKey: testSigningKey,
+	cfg := Config{Metadata: meta, Swap: h.swap, SwapURL: "mem://", Backend: h.be, SigningKey: testSigningKey,
 		ReplicaID: "me", LeaseTTL: 600 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond,
-		StartTimeout: 5 * time.Second, StopTimeout: 2 * time.Second})
+		StartTimeout: 5 * time.Second, StopTimeout: 2 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,12 +89,21 @@ type cluster struct {
 // started) when t ends. processEnv is added to the processes' environment.
 func newCluster(t *testing.T, processEnv ...string) *cluster {
 	t.Helper()
+	return newClusterOn(t, "", processEnv...)
+}
+
+// newClusterOn is newCluster with the swap store at swapURL ("": files in
+// the temporary directory).
+func newClusterOn(t *testing.T, swapURL string, processEnv ...string) *cluster {
+	t.Helper()
 	dir := t.TempDir()
 	meta, err := bolt.Open(filepath.Join(dir, "meta.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	swapURL := "file://" + filepath.Join(dir, "swap")
+	if swapURL == "" {
+		swapURL = "file://" + filepath.Join(dir, "swap")
+	}
 	swap, err := storeurl.OpenSwap(context.Background(), swapURL, dir)
 	if err != nil {
 		t.Fatal(err)

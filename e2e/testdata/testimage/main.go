@@ -8,13 +8,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/praas-dev/praas"
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
 )
 
 func main() {
@@ -31,6 +37,8 @@ func main() {
 	praas.Register("batch", batch, praas.Batch(4))
 	praas.Register("relay", relay, praas.OnMessage())
 	praas.Register("trigger-info", triggerInfo)
+	praas.Register("http", httpRequest)
+	praas.Register("env", envNames)
 	praas.Serve()
 }
 
@@ -196,4 +204,51 @@ func relay(ctx context.Context, p *praas.Process, in []byte) ([]byte, error) {
 func triggerInfo(ctx context.Context, _ *praas.Process, _ []byte) ([]byte, error) {
 	key, msgs, ok := praas.Triggered(ctx)
 	return fmt.Appendf(nil, "ok=%v key=%s n=%d", ok, key, len(msgs)), nil
+}
+
+// httpRequest makes the HTTP request its input describes, as any function
+// could, with what the process holds: JSON {"method","url","body","auth"},
+// where auth adds the process's own credential from its environment. It
+// returns the status code, a newline and up to 64 KiB of the answer.
+func httpRequest(ctx context.Context, _ *praas.Process, in []byte) ([]byte, error) {
+	var req struct {
+		Method, URL, Body string
+		Auth              bool
+	}
+	if err := json.Unmarshal(in, &req); err != nil {
+		return nil, fmt.Errorf("%w: http expects {method, url, body, auth}: %v", errs.ErrInvalidArgument, err)
+	}
+	var body io.Reader
+	if req.Body != "" {
+		body = strings.NewReader(req.Body)
+	}
+	r, err := http.NewRequestWithContext(ctx, req.Method, req.URL, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errs.ErrInvalidArgument, err)
+	}
+	if req.Auth {
+		r.Header.Set("Authorization", "Bearer "+os.Getenv(cpapi.EnvToken))
+	}
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, "%d\n%s", resp.StatusCode, b), nil
+}
+
+// envNames returns the names of the environment variables the process has
+// (not their values), one a line, sorted.
+func envNames(context.Context, *praas.Process, []byte) ([]byte, error) {
+	var names []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return []byte(strings.Join(names, "\n")), nil
 }

@@ -69,6 +69,8 @@ type Client struct {
 
 	mu    sync.Mutex
 	conns map[string]*DataConn // app/pid → data-plane connection
+
+	dataTLS dataTLS // how data-plane connections are dialed; see tls.go
 }
 
 // Option configures a Client.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -60,6 +61,10 @@ type DialOptions struct {
 	Source string
 	// MaxPayload bounds results read from the process (default wire.DefaultMaxPayload).
 	MaxPayload int
+	// TLS, if set, speaks TLS to a process that serves its data plane
+	// over TLS: its RootCAs should hold the data-plane CA (the control
+	// plane's GET /v1/ca). An empty ServerName is taken from addr.
+	TLS *tls.Config
 }
 
 // Dial connects to the data plane of a process at addr and authenticates
@@ -72,6 +77,11 @@ func Dial(ctx context.Context, addr, token string, opt DialOptions) (*DataConn, 
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
+	}
+	if opt.TLS != nil {
+		if conn, err = tlsClient(ctx, conn, addr, opt.TLS); err != nil {
+			return nil, err
+		}
 	}
 	max := opt.MaxPayload
 	if max <= 0 {
@@ -90,6 +100,28 @@ func Dial(ctx context.Context, addr, token string, opt DialOptions) (*DataConn, 
 	}
 	go c.readLoop()
 	return c, nil
+}
+
+// tlsClient runs the TLS handshake on conn, verifying the process's
+// certificate for addr's host unless cfg names another. A failure sent no
+// request.
+func tlsClient(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(conn, cfg)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("data plane %s: TLS: %w: %w: %w", addr, errs.ErrUnavailable, ErrNotSent, err)
+	}
+	return tc, nil
 }
 
 func (c *DataConn) handshake(ctx context.Context, token, source string) error {

@@ -86,7 +86,11 @@ func (c *Client) learn(ctx context.Context, app, pid, addr, token string) {
 }
 
 func (c *Client) dial(ctx context.Context, app, pid, addr, token string) (*DataConn, error) {
-	dc, err := Dial(ctx, addr, token, DialOptions{})
+	tlsCfg, err := c.dataPlaneTLS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := Dial(ctx, addr, token, DialOptions{TLS: tlsCfg})
 	if err != nil {
 		return nil, err
 	}

@@ -213,7 +213,7 @@ func (s *Server) askFlush(ctx context.Context, app store.App, owner store.Replic
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+s.replicaToken(app.Name, pid))
-	resp, err := replicaClient.Do(req)
+	resp, err := s.replicaHTTP.Do(req)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, err error) bool
 		return true
 	}
 	proxy := &httputil.ReverseProxy{
+		Transport: s.replicaHTTP.Transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(headerForwarded, s.id)
@@ -64,7 +65,7 @@ func (s *Server) peerConn(ctx context.Context, addr, app, pid string) (*client.D
 	if dc != nil && dc.Usable() {
 		return dc, nil
 	}
-	dc, err := client.Dial(ctx, addr, s.planeToken(app, pid), client.DialOptions{})
+	dc, err := client.Dial(ctx, addr, s.planeToken(app, pid), s.dialOptions())
 	if err != nil {
 		return nil, err
 	}

@@ -88,12 +88,12 @@ func randomHex(n int) string {
 // dataConn returns the control plane's data-plane connection to the
 // process of l, dialing it with the control plane's own token when needed.
 func (s *Server) dataConn(ctx context.Context, l *live) (*client.DataConn, error) {
-	return l.dataConn(ctx, s.planeToken(l.app, l.pid))
+	return l.dataConn(ctx, s.planeToken(l.app, l.pid), s.dialOptions())
 }
 
 // dataConn returns the data-plane connection to the process, dialing it
-// with tok when needed.
-func (l *live) dataConn(ctx context.Context, tok string) (*client.DataConn, error) {
+// with tok and opt when needed.
+func (l *live) dataConn(ctx context.Context, tok string, opt client.DialOptions) (*client.DataConn, error) {
 	l.mu.Lock()
 	if l.conn != nil && l.conn.Usable() {
 		defer l.mu.Unlock()
@@ -102,7 +102,7 @@ func (l *live) dataConn(ctx context.Context, tok string) (*client.DataConn, erro
 	addr := l.addr
 	l.mu.Unlock()
 	// Dial without l.mu: callers holding Server.mu take l.mu.
-	dc, err := client.Dial(ctx, addr, tok, client.DialOptions{})
+	dc, err := client.Dial(ctx, addr, tok, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +285,9 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 	own, peer := s.processTokens(app.Name, l.pid, l.gen)
 	spec.Env = append(spec.Env, cpapi.EnvPublicKey+"="+s.tokens.public)
 	spec.Secrets = append(spec.Secrets, cpapi.EnvToken+"="+own, cpapi.EnvPeerToken+"="+peer)
+	if err := s.processTLS(&spec); err != nil {
+		return err
+	}
 	if s.cfg.SwapURL != "" {
 		if rec.Snapshot != "" {
 			spec.Env = append(spec.Env, cpapi.EnvRestore+"="+rec.Snapshot)

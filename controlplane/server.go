@@ -13,6 +13,7 @@ package controlplane
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +71,9 @@ type Config struct {
 	// IdleTimeout, if positive, swaps out a process whose data plane has
 	// been idle that long (the scale-down policy).
 	IdleTimeout time.Duration
+	// TLS, if set, serves the API over HTTPS and has processes serve their
+	// data plane over TLS (see tls.go); nil keeps both plain.
+	TLS *TLSConfig
 }
 
 func (c *Config) setDefaults() {
@@ -134,6 +138,11 @@ type Server struct {
 	// replicas own, by address and process.
 	peers map[string]*client.DataConn
 
+	// replicaHTTP calls other replicas; dataTLS, if set, dials processes
+	// over TLS (see tls.go).
+	replicaHTTP *http.Client
+	dataTLS     *tls.Config
+
 	keys   keyCache // API keys recently verified; see auth.go
 	tokens *issuer  // signs and verifies tokens; see tokens.go
 
@@ -163,6 +172,9 @@ func New(cfg Config) (*Server, error) {
 		keys:     keyCache{byID: make(map[string]cachedKey)},
 		tokens:   newIssuer(cfg.SigningKey),
 		stopping: make(chan struct{})}
+	if err := s.initTLS(); err != nil {
+		return nil, err
+	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.routes()
 	return s, nil
@@ -202,6 +214,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/keys", s.authed(adminOnly, s.listKeys))
 	m.HandleFunc("DELETE /v1/keys/{id}", s.authed(adminOnly, s.revokeKey))
 	m.HandleFunc("POST /v1/keys/{id}/rotate", s.authed(adminOnly, s.rotateKey))
+	m.HandleFunc("GET /v1/ca", s.authed(anyCaller, s.getCA))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	s.internalRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -231,8 +244,12 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	defer s.bg.Wait()
 	defer s.bgCancel()
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		ln, scheme = tls.NewListener(ln, s.serverTLS()), "https"
+	}
 	if s.cfg.URL == "" {
-		s.cfg.URL = "http://" + ln.Addr().String()
+		s.cfg.URL = scheme + "://" + ln.Addr().String()
 	}
 	s.started = time.Now()
 	if err := s.renewLease(ctx); err != nil {

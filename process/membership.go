@@ -119,7 +119,7 @@ func (rt *Runtime) fetchMembers(ctx context.Context, after uint64) (Membership, 
 		return Membership{}, err
 	}
 	rt.authorize(req)
-	resp, err := pollClient.Do(req)
+	resp, err := rt.http.poll.Do(req)
 	if err != nil {
 		return Membership{}, err
 	}

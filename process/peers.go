@@ -46,7 +46,7 @@ func (rt *Runtime) peer(ctx context.Context, pid string) (*client.DataConn, erro
 	// The peer token says who we are: the peer takes the source of our
 	// messages from it.
 	dc, err = client.Dial(ctx, m.Address, rt.peerToken(),
-		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload})
+		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload, TLS: rt.cfg.PeerTLS})
 	if err != nil {
 		// Nothing was sent: the peer may be leaving; the caller retries
 		// with fresh membership or through the control plane.
@@ -114,7 +114,7 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 		// The control plane brings dest back and runs it there.
 		q := url.Values{"app": {rt.cfg.App}, "pid": {dest}, "function": {function}}
 		out = nil
-		err = rt.doWith(ctx, invokeClient, cpapi.PathInvoke+"?"+q.Encode(), "application/octet-stream", input, &out)
+		err = rt.doWith(ctx, rt.http.invoke, cpapi.PathInvoke+"?"+q.Encode(), "application/octet-stream", input, &out)
 		if err != nil && errs.CodeOf(err) == errs.Unknown {
 			err = fmt.Errorf("%w: invoke %s through the control plane: %w", errs.ErrUnavailable, dest, err)
 		}

@@ -196,7 +196,7 @@ func (rt *Runtime) authorize(req *http.Request) {
 }
 
 func (rt *Runtime) do(ctx context.Context, path, contentType string, b []byte, reply any) error {
-	return rt.doWith(ctx, httpClient, path, contentType, b, reply)
+	return rt.doWith(ctx, rt.http.report, path, contentType, b, reply)
 }
 
 // doWith posts b to the internal API with hc and decodes the reply: JSON

@@ -11,6 +11,7 @@ package process
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,6 +86,15 @@ type Config struct {
 	// anything changed, bounding what a crash loses.
 	CheckpointInterval time.Duration
 	Logger             *slog.Logger
+	// TLS, if set, serves the data plane over TLS with its certificate
+	// (issued by the control plane from the data-plane CA).
+	TLS *tls.Config
+	// PeerTLS, if set, dials peers' data planes over TLS, trusting its
+	// RootCAs (the data-plane CA).
+	PeerTLS *tls.Config
+	// ControlPlaneTLS, if set, is the TLS client configuration of calls to
+	// https:// control planes (trusting the CA that signed their certificates).
+	ControlPlaneTLS *tls.Config
 }
 
 func (c *Config) setDefaults() {
@@ -180,6 +190,9 @@ func ConfigFromEnv() (Config, error) {
 		}
 	}
 	c.RestoreKey = os.Getenv(cpapi.EnvRestore)
+	if err := tlsFromEnv(&c); err != nil {
+		return c, err
+	}
 	if v := os.Getenv(cpapi.EnvSwap); v != "" {
 		if c.ControlPlane != "" {
 			return c, fmt.Errorf("%s is for a runtime without a control plane: with %s, snapshots go through the control plane", cpapi.EnvSwap, cpapi.EnvControlPlane)
@@ -228,6 +241,8 @@ type Runtime struct {
 	// cp is how the runtime reaches the control plane: the replica that
 	// owns it, and the others to try when that one stops answering.
 	cp cpLink
+	// http are the clients of the control plane (see tls.go).
+	http cpClients
 	// creds are the runtime's own tokens, renewed by heartbeat replies
 	// (see credentials.go).
 	creds atomic.Pointer[credentials]
@@ -264,6 +279,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 	rt.watchdog.init(rt)
 	rt.peers.conns = make(map[string]*client.DataConn)
 	rt.cp.init(cfg.ControlPlane)
+	rt.http = newCPClients(cfg.ControlPlaneTLS)
 	rt.cp.learn(cfg.OtherControlPlanes)
 	rt.creds.Store(&credentials{own: cfg.Token, peer: cmp.Or(cfg.PeerToken, cfg.Token)})
 	rt.lastActive.Store(time.Now().UnixNano())
@@ -292,8 +308,13 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("data plane listen: %w", err)
 	}
-	rt.ln = ln
 	rt.addr = advertised(ln.Addr().(*net.TCPAddr), rt.cfg.Advertise)
+	if rt.cfg.TLS != nil {
+		// Each connection's handshake runs in its own goroutine, on its
+		// first read (the hello, under the handshake deadline).
+		ln = tls.NewListener(ln, rt.cfg.TLS)
+	}
+	rt.ln = ln
 	close(rt.ready)
 	rt.log.Info("data plane listening", "addr", rt.addr)
 

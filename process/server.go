@@ -40,6 +40,8 @@ func (rt *Runtime) acceptLoop(ctx context.Context) {
 		rt.connsMu.Lock()
 		if rt.draining.Load() {
 			rt.connsMu.Unlock()
+			// Bounded: over TLS this write runs the handshake first.
+			_ = conn.SetDeadline(time.Now().Add(time.Second))
 			_ = c.w.WriteFrame(wire.FrameError, 0, wire.EncodeCode(errs.Unavailable), []byte("process is shutting down"))
 			conn.Close()
 			continue

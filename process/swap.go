@@ -172,7 +172,7 @@ func (rt *Runtime) checkpointLoop(ctx context.Context) {
 // the drain, and a margin. The control plane's pre-issued orphan URL should
 // stay valid that long.
 func (rt *Runtime) orphanWindow() time.Duration {
-	return rt.cfg.OrphanTimeout + rt.cfg.Heartbeat + httpClient.Timeout + rt.cfg.DrainTimeout + goAwayGrace + time.Minute
+	return rt.cfg.OrphanTimeout + rt.cfg.Heartbeat + rt.http.report.Timeout + rt.cfg.DrainTimeout + goAwayGrace + time.Minute
 }
 
 // snapshotClient moves snapshots between the runtime and the swap store (or
@@ -258,7 +258,7 @@ func (rt *Runtime) transfer(ctx context.Context, a cpapi.SnapshotAccess, body io
 	if a.Auth {
 		rt.authorize(req)
 	}
-	resp, err := snapshotClient.Do(req)
+	resp, err := rt.http.snapshot.Do(req)
 	if err != nil {
 		// The error names the URL, whose query may hold a signature.
 		var ue *url.Error

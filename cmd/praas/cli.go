@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/tlsca"
 )
 
 // EnvEndpoint names the control plane the client commands talk to.
@@ -26,9 +28,38 @@ type cli struct {
 	// isTerminal tells whether a writer is a terminal (tests replace it).
 	isTerminal func(w io.Writer) bool
 	json       bool
+	// ca is the file of the CA certificate(s) an https:// control plane's
+	// certificate is checked against (--ca, $PRAAS_CA); caPool holds them.
+	ca     string
+	caPool *x509.CertPool
 }
 
-func (c *cli) client() *client.Client { return client.New(endpoint(), client.WithToken(token())) }
+// EnvCA names a PEM file of the CA that signed the control plane's
+// certificate, which the client commands trust (--ca).
+const EnvCA = "PRAAS_CA"
+
+func (c *cli) client() *client.Client {
+	opts := []client.Option{client.WithToken(token())}
+	if c.caPool != nil {
+		opts = append(opts, client.WithRootCAs(c.caPool))
+	}
+	return client.New(endpoint(), opts...)
+}
+
+// loadCA reads --ca, if set.
+func (c *cli) loadCA() error {
+	if c.ca == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.ca)
+	if err != nil {
+		return fmt.Errorf("--ca: %w", err)
+	}
+	if c.caPool, err = tlsca.Pool(b); err != nil {
+		return fmt.Errorf("--ca %s: %w", c.ca, err)
+	}
+	return nil
+}
 
 // run executes the command line args and returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -62,6 +93,8 @@ else the one the config file keeps for that endpoint (see praas login).`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON instead of tables")
+	root.PersistentFlags().StringVar(&c.ca, "ca", os.Getenv(EnvCA), "PEM file of the CA that signed an https:// control plane's certificate, trusted instead of the system's (default $"+EnvCA+")")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return c.loadCA() }
 	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.sendCmd(), c.keyCmd(), c.loginCmd(), c.runProcessCmd())
 	root.SetArgs(args)
 	root.SetIn(c.stdin)

@@ -83,8 +83,9 @@ func startControlPlane(t *testing.T, dataDir string, extra ...string) *controlPl
 		t.Fatalf("praas up printed no address: %v\n%s", err, cp.stderr)
 	}
 	// "praas control plane listening on http://127.0.0.1:PORT (data in ...)"
+	// (https:// with TLS)
 	for _, f := range strings.Fields(line) {
-		if strings.HasPrefix(f, "http://") {
+		if strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") {
 			cp.endpoint = f
 		}
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -19,6 +21,7 @@ import (
 	"github.com/praas-dev/praas/builtin"
 	"github.com/praas-dev/praas/controlplane"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/tlsca"
 	tokens "github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/store/storeurl"
 )
@@ -47,6 +50,11 @@ type upConfig struct {
 	adminKey         string
 	signingKey       string
 	noAuth           bool
+	tlsCert          string
+	tlsKey           string
+	tlsCA            string
+	tlsCAKey         string
+	tlsCertTTL       time.Duration
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -76,11 +84,16 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.DurationVar(&cfg.checkpoint, "checkpoint-interval", 0, "write a snapshot of every changed process this often, bounding what a crash loses (0: only at swap-out)")
 	f.StringVar(&cfg.replicaID, "replica-id", "", "this control plane's name among replicas sharing a metadata store (default: kept in --data, made up on first start)")
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long this replica's lease on its processes lasts unless renewed; others take them over after it expired")
-	f.StringVar(&cfg.url, "url", "", "URL where processes and other replicas reach this control plane (default: http://LISTEN)")
+	f.StringVar(&cfg.url, "url", "", "URL where processes and other replicas reach this control plane (default: http://LISTEN, https:// with --tls-cert)")
 	f.DurationVar(&cfg.orphanTimeout, "orphan-timeout", envDuration(cpapi.EnvOrphanTimeout, 5*time.Minute), "how long a process keeps serving while no control plane answers before it swaps itself out (default from $"+cpapi.EnvOrphanTimeout+")")
 	f.StringVar(&cfg.adminKey, "admin-key", os.Getenv("PRAAS_ADMIN_KEY"), "an admin API key (praas_ID_SECRET) to accept, stored hashed (default $PRAAS_ADMIN_KEY; without one, the first start makes one up and shows it once)")
 	f.BoolVar(&cfg.noAuth, "no-auth", false, "serve the REST API without authentication: anyone who reaches it is an admin (trusted networks and tests only)")
 	f.StringVar(&cfg.signingKey, "signing-key", "", "file of the Ed25519 key that signs process credentials and data-plane tokens, PEM or raw; made (mode 0600) on first start if absent. Replicas sharing a metadata store must share it (default: --data/signing.key)")
+	f.StringVar(&cfg.tlsCert, "tls-cert", "", "PEM certificate (chain) of the REST and internal API: with --tls-key, both planes use TLS (see docs/security.md)")
+	f.StringVar(&cfg.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.tlsCA, "tls-ca", "", "PEM file of the CA that signed --tls-cert (and the other replicas' certificates): processes and replicas trust it (default: the certificates of --tls-cert)")
+	f.StringVar(&cfg.tlsCAKey, "tls-ca-key", "", "PEM file of the data-plane CA's private key and certificate, which issue each process's data-plane certificate; made (mode 0600) on first start if absent. Replicas must share it (default: --data/tls-ca.pem)")
+	f.DurationVar(&cfg.tlsCertTTL, "tls-cert-ttl", controlplane.DefaultProcessCertTTL, "how long a process's data-plane certificate is valid")
 	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
 	f.StringVar(&cfg.isolation, "isolation", "auto", "how processes of different apps are kept apart: namespaces (a uid per app, in bubblewrap), user (a uid per app), none, or auto (the strongest that works here); see docs/security.md")
 	f.StringVar(&cfg.isolationUIDs, "isolation-uids", fmt.Sprintf("%d-%d", local.DefaultFirstUID, local.DefaultFirstUID+local.DefaultUIDs-1), "the uids (and gids) apps get with --isolation user or namespaces, one per app; installations on one host that do not share --run-dir need ranges that do not overlap")
@@ -116,6 +129,10 @@ func (c *cli) up(cfg upConfig) error {
 	}
 	if err := os.Chmod(data, 0o700); err != nil {
 		return fmt.Errorf("--data: %w", err)
+	}
+	tlsCfg, err := loadTLS(cfg, data)
+	if err != nil {
+		return err
 	}
 	meta, err := storeurl.OpenMetadata(c.ctx, cfg.metadata, data)
 	if err != nil {
@@ -176,6 +193,7 @@ func (c *cli) up(cfg upConfig) error {
 		}
 	}
 	cp, err := controlplane.New(controlplane.Config{
+		TLS:              tlsCfg,
 		NoAuth:           cfg.noAuth,
 		SigningKey:       signingKey,
 		ReplicaID:        replicaID,
@@ -204,9 +222,13 @@ func (c *cli) up(cfg upConfig) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	fmt.Fprintf(c.stdout, "praas control plane listening on http://%s (data in %s)\n", ln.Addr(), data)
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(c.stdout, "praas control plane listening on %s://%s (data in %s)\n", scheme, ln.Addr(), data)
 	if newAdminKey != "" {
-		c.showAdminKey(log, "http://"+ln.Addr().String(), newAdminKey)
+		c.showAdminKey(log, scheme+"://"+ln.Addr().String(), newAdminKey)
 	}
 	// On stderr: stdout's lines (address, first admin key) are read by scripts.
 	fmt.Fprintf(c.stderr, "process isolation: %s\n", backend.Isolation())
@@ -214,7 +236,9 @@ func (c *cli) up(cfg upConfig) error {
 		if cfg.noAuth {
 			log.Warn("SECURITY: the REST API listens on a non-loopback address without authentication: anyone who reaches it controls every app", "listen", ln.Addr().String())
 		}
-		log.Warn("SECURITY: the REST API listens on a non-loopback address without TLS: keys and data cross the network in the clear", "listen", ln.Addr().String())
+		if tlsCfg == nil {
+			log.Warn("SECURITY: the REST API listens on a non-loopback address without TLS: keys and data cross the network in the clear", "listen", ln.Addr().String())
+		}
 	}
 	log.Info("control plane up", "listen", ln.Addr().String(), "data", data, "backend", cfg.backend, "replica", replicaID)
 	err = cp.Run(c.ctx, ln)
@@ -278,4 +302,38 @@ func (c *cli) showAdminKey(log *slog.Logger, url, key string) {
 func isLoopback(a net.Addr) bool {
 	tcp, ok := a.(*net.TCPAddr)
 	return ok && tcp.IP.IsLoopback()
+}
+
+// loadTLS reads the TLS flags of `praas up`: nil if TLS is off.
+func loadTLS(cfg upConfig, data string) (*controlplane.TLSConfig, error) {
+	if cfg.tlsCert == "" && cfg.tlsKey == "" {
+		if cfg.tlsCA != "" || cfg.tlsCAKey != "" {
+			return nil, fmt.Errorf("--tls-ca and --tls-ca-key need --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	if cfg.tlsCert == "" || cfg.tlsKey == "" {
+		return nil, fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if cfg.tlsCertTTL <= 0 {
+		return nil, fmt.Errorf("--tls-cert-ttl must be positive")
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+	}
+	caFile := cmp.Or(cfg.tlsCA, cfg.tlsCert)
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	if _, err := tlsca.Pool(caPEM); err != nil {
+		return nil, fmt.Errorf("--tls-ca %s: %w", caFile, err)
+	}
+	caKeyPath := cmp.Or(cfg.tlsCAKey, filepath.Join(data, "tls-ca.pem"))
+	dataCA, err := tlsca.LoadOrCreate(caKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca-key: %w", err)
+	}
+	return &controlplane.TLSConfig{Certificate: cert, CAPEM: caPEM, DataCA: dataCA, CertTTL: cfg.tlsCertTTL}, nil
 }

@@ -66,6 +66,16 @@ const (
 	EnvRestore        = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
 	EnvCheckpoint     = "PRAAS_CHECKPOINT_INTERVAL"
 	EnvOrphanTimeout  = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
+
+	// TLS (see docs/security.md). EnvTLSCA is the PEM of the CA that signed
+	// the control planes' certificates, to reach their https:// URLs;
+	// EnvTLSDataCA the data-plane CA's certificate, to dial peers;
+	// EnvTLSCert and EnvTLSKey (secrets) the process's own data-plane
+	// certificate and key. Without them everything is plain.
+	EnvTLSCA     = "PRAAS_TLS_CA"
+	EnvTLSDataCA = "PRAAS_TLS_DATA_CA"
+	EnvTLSCert   = "PRAAS_TLS_CERT"
+	EnvTLSKey    = "PRAAS_TLS_KEY"
 )
 
 // Member is one process as the members of an application see it.

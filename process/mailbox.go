@@ -119,10 +119,9 @@ func (mb *mailbox) get(ctx context.Context, src, key string, timeout time.Durati
 	return <-w.ch, nil
 }
 
-// snapshot returns every unread message, oldest first per key.
-func (mb *mailbox) snapshot() []Message {
-	mb.mu.Lock()
-	defer mb.mu.Unlock()
+// snapshotLocked returns every unread message, oldest first per key. mb.mu
+// is held.
+func (mb *mailbox) snapshotLocked() []Message {
 	out := make([]Message, 0, mb.size)
 	keys := make([]string, 0, len(mb.queues))
 	for k := range mb.queues {

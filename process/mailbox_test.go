@@ -128,7 +128,10 @@ func TestMailboxWakesWaiter(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("waiter not woken")
 	}
-	if snap := mb.snapshot(); len(snap) != 1 || string(snap[0].Data) != "not for it" {
+	mb.mu.Lock()
+	snap := mb.snapshotLocked()
+	mb.mu.Unlock()
+	if len(snap) != 1 || string(snap[0].Data) != "not for it" {
 		t.Fatalf("left in mailbox: %+v", snap)
 	}
 }

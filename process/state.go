@@ -5,6 +5,11 @@ import (
 	"sync"
 )
 
+// Lock order of the durable state, where its locks meet: state.mu, then
+// triggers.mu, then mailbox.mu. capture (swap.go) holds all three to take
+// one cut; an UpdateState function runs under state.mu and may Send or
+// Recv. No code takes an earlier lock of the list while holding a later one.
+
 // state is the process memory: key → bytes, shared by all invocations.
 type state struct {
 	mu sync.RWMutex

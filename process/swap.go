@@ -15,19 +15,29 @@ import (
 	"github.com/praas-dev/praas/internal/cpapi"
 )
 
-// capture takes a consistent-enough copy of the durable state: a shallow
-// copy of the state map (values are never modified in place: SetState takes
-// ownership, State's result is read-only), the unread mailbox and the
-// trigger buffers.
+// capture takes a copy of the durable state that is one cut through it:
+// the state map, the unread mailbox and the trigger buffers as they were at
+// a single instant. Every mutation of one of them is atomic under that
+// structure's own lock, so holding all three at once (in the lock order
+// noted in state.go) sees each mutation either wholly or not at all, and a
+// function's Recv followed by SetState is never half in the copy. The
+// copies are shallow (values are never modified in place: SetState takes
+// ownership, State's result is read-only) and quick; the mutations' hot
+// paths take no lock beyond their own.
 func (rt *Runtime) capture() *snapshotData {
-	rt.state.mu.RLock()
-	st := maps.Clone(rt.state.m)
-	rt.state.mu.RUnlock()
 	m, _ := rt.members.get()
-	return &snapshotData{
-		App: rt.cfg.App, PID: rt.cfg.PID, Epoch: m.Epoch, Taken: time.Now(),
-		State: st, Mailbox: rt.mailbox.snapshot(), Triggers: rt.triggers.snapshot(),
-	}
+	d := &snapshotData{App: rt.cfg.App, PID: rt.cfg.PID, Epoch: m.Epoch}
+	rt.state.mu.RLock() // excludes writers only: State reads go on
+	rt.triggers.mu.Lock()
+	rt.mailbox.mu.Lock()
+	d.Taken = time.Now()
+	d.State = maps.Clone(rt.state.m)
+	d.Triggers = rt.triggers.snapshotLocked()
+	d.Mailbox = rt.mailbox.snapshotLocked()
+	rt.mailbox.mu.Unlock()
+	rt.triggers.mu.Unlock()
+	rt.state.mu.RUnlock()
+	return d
 }
 
 // swaps reports whether the runtime writes snapshots: to its own swap store

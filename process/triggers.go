@@ -45,7 +45,9 @@ func splitKey(key string) (function, invocation string) {
 // returns the invocation to run (the caller runs it, inline or as a
 // goroutine); otherwise nil.
 func (rt *Runtime) deliver(m Message) func(context.Context) {
-	rt.mutations.Add(1)
+	// Counted once the change is made, as a checkpoint that saw the count
+	// must also see the change.
+	defer rt.mutations.Add(1)
 	name, invKey := splitKey(m.Key)
 	fn, ok := rt.image.Lookup(name)
 	if !ok || fn.Trigger == NoTrigger {
@@ -91,10 +93,8 @@ func (rt *Runtime) deliver(m Message) func(context.Context) {
 	}
 }
 
-// snapshot returns the buffered trigger messages.
-func (t *triggers) snapshot() map[string][]Message {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// snapshotLocked returns the buffered trigger messages. t.mu is held.
+func (t *triggers) snapshotLocked() map[string][]Message {
 	out := make(map[string][]Message, len(t.pending))
 	for k, v := range t.pending {
 		out[k] = append([]Message(nil), v...)

@@ -122,6 +122,21 @@ func (s *Server) issueProcessCert(app, pid string) (cert, key []byte, err error)
 	return cert, key, nil
 }
 
+// renewProcessCert puts a fresh certificate into the reply to a heartbeat
+// of a process whose certificate has lived half its life.
+func (s *Server) renewProcessCert(hb cpapi.Heartbeat, reply *cpapi.HeartbeatReply) {
+	t := s.cfg.TLS
+	if t == nil || hb.CertNotAfter == 0 || time.Until(time.Unix(hb.CertNotAfter, 0)) > t.CertTTL/2 {
+		return
+	}
+	cert, key, err := s.issueProcessCert(hb.App, hb.PID)
+	if err != nil {
+		s.log.Warn("renew data-plane certificate", "app", hb.App, "pid", hb.PID, "err", err)
+		return
+	}
+	reply.TLSCert, reply.TLSKey = string(cert), string(key)
+}
+
 // getCA answers the data-plane CA's certificate (PEM), which clients trust
 // to dial processes; 404 when the data plane is plain.
 func (s *Server) getCA(w http.ResponseWriter, _ *http.Request) {

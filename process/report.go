@@ -45,7 +45,8 @@ func (rt *Runtime) report(ctx context.Context) error {
 			}
 		} else {
 			hb := cpapi.Heartbeat{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation,
-				Usage: rt.usage(), IdleNanos: int64(rt.idleFor()), OrphanNanos: int64(rt.orphanWindow())}
+				Usage: rt.usage(), IdleNanos: int64(rt.idleFor()), OrphanNanos: int64(rt.orphanWindow()),
+				CertNotAfter: rt.certNotAfter()}
 			err = rt.post(ctx, cpapi.PathHeartbeat, hb, &reply)
 			if errors.Is(err, errUnknownInstance) {
 				registered = false // the control plane lost us: register again now
@@ -59,6 +60,7 @@ func (rt *Runtime) report(ctx context.Context) error {
 			lastContact = time.Now()
 			rt.cp.learn(reply.Replicas)
 			rt.renewCredentials(reply.Token, reply.PeerToken)
+			rt.renewCert(reply.TLSCert, reply.TLSKey)
 			if reply.Orphan != nil {
 				rt.orphanPut.Store(reply.Orphan)
 			}

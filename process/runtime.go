@@ -241,8 +241,10 @@ type Runtime struct {
 	// cp is how the runtime reaches the control plane: the replica that
 	// owns it, and the others to try when that one stops answering.
 	cp cpLink
-	// http are the clients of the control plane (see tls.go).
+	// http are the clients of the control plane; cert is the data
+	// plane's certificate with TLS (see tls.go).
 	http cpClients
+	cert atomic.Pointer[tls.Certificate]
 	// creds are the runtime's own tokens, renewed by heartbeat replies
 	// (see credentials.go).
 	creds atomic.Pointer[credentials]
@@ -312,7 +314,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	if rt.cfg.TLS != nil {
 		// Each connection's handshake runs in its own goroutine, on its
 		// first read (the hello, under the handshake deadline).
-		ln = tls.NewListener(ln, rt.cfg.TLS)
+		ln = rt.listenTLS(ln)
 	}
 	rt.ln = ln
 	close(rt.ready)

@@ -181,3 +181,53 @@ func TestTLSFlags(t *testing.T) {
 		}
 	}
 }
+
+// Heartbeat replies renew a process's data-plane certificate before it
+// expires: new connections keep verifying long after the first one's end.
+func TestTLSCertRenewal(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeServerCert(t, dir)
+	const ttl = 3 * time.Second
+	cp := startControlPlane(t, filepath.Join(dir, "data"), "--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", caFile,
+		"--tls-cert-ttl", ttl.String())
+	t.Setenv(EnvCA, caFile)
+	mustPraas(t, "", "app", "create", "renew")
+	mustPraas(t, "", "process", "create", "renew", "--pid", "p1")
+	started := time.Now()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	caPEM, _ := os.ReadFile(caFile)
+	cpPool, _ := tlsca.Pool(caPEM)
+	c := client.New(cp.endpoint, client.WithToken(os.Getenv(EnvToken)), client.WithRootCAs(cpPool))
+	dataCA, err := c.DataPlaneCA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := tlsca.Pool(dataCA)
+	p1, err := c.GetProcess(ctx, "renew", "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last time.Time
+	for time.Since(started) < 2*ttl {
+		var notAfter time.Time
+		cfg := &tls.Config{RootCAs: pool, VerifyConnection: func(cs tls.ConnectionState) error {
+			notAfter = cs.PeerCertificates[0].NotAfter
+			return nil
+		}}
+		dc, err := client.Dial(ctx, p1.Address, p1.Token, client.DialOptions{TLS: cfg})
+		if err != nil {
+			t.Fatalf("%s after the start: %v", time.Since(started).Round(time.Millisecond), err)
+		}
+		if _, err := dc.Invoke(ctx, "echo", nil); err != nil {
+			t.Fatal(err)
+		}
+		dc.Close()
+		last = notAfter
+		time.Sleep(250 * time.Millisecond) // time must pass: it is what is tested
+	}
+	if !last.After(started.Add(ttl)) {
+		t.Fatalf("the certificate served %s after the start ends at %s: not renewed", 2*ttl, last)
+	}
+}

@@ -113,6 +113,9 @@ type Heartbeat struct {
 	// its orphan snapshot (its orphan timeout, drain time and a margin): the
 	// reply's Orphan URL should stay valid that long.
 	OrphanNanos int64 `json:"orphan_ns,omitempty"`
+	// CertNotAfter is when the runtime's data-plane certificate expires
+	// (unix seconds; 0 without TLS): the reply renews it past half its life.
+	CertNotAfter int64 `json:"cert_not_after,omitempty"`
 }
 
 // HeartbeatReply tells the runtime the current epoch; Membership is set when
@@ -129,6 +132,10 @@ type HeartbeatReply struct {
 	// and peer token (see EnvToken, EnvPeerToken) before they expire.
 	Token     string `json:"token,omitempty"`
 	PeerToken string `json:"peer_token,omitempty"`
+	// TLSCert and TLSKey, when set, replace the runtime's data-plane
+	// certificate and key (PEM; see EnvTLSCert) before it expires.
+	TLSCert string `json:"tls_cert,omitempty"`
+	TLSKey  string `json:"tls_key,omitempty"`
 	// Orphan, in a heartbeat reply, is a pre-issued PUT of the orphan key
 	// of the process's generation (OrphanSeq), for the final snapshot of a
 	// runtime that no control plane answers any more. Only stores that

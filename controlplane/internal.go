@@ -217,6 +217,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	reply := s.heartbeatReply(hb.App)
 	s.renewCredentials(claims, &reply)
+	s.renewProcessCert(hb, &reply)
 	reply.Orphan = s.orphanAccess(r.Context(), l, time.Duration(hb.OrphanNanos))
 	writeJSON(w, http.StatusOK, reply)
 }

@@ -87,7 +87,9 @@ func (s *Server) readPayload(r *http.Request) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// A declared length is a hint, not a promise: grow up front only so
+		// far, so a short body cannot make the server allocate the limit.
+		buf.Grow(int(min(r.ContentLength, 1<<20)))
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(r.Body, s.cfg.MaxPayload+1)); err != nil {
 		return nil, fmt.Errorf("%w: read body: %v", errs.ErrInvalidArgument, err)

@@ -288,7 +288,7 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 	if err := s.processTLS(&spec); err != nil {
 		return err
 	}
-	if s.cfg.SwapURL != "" {
+	if s.cfg.Swap != nil {
 		if rec.Snapshot != "" {
 			spec.Env = append(spec.Env, cpapi.EnvRestore+"="+rec.Snapshot)
 		}

@@ -36,7 +36,7 @@ func newHarness(t *testing.T, meta store.Metadata, opts ...func(*Config)) *harne
 	}
 	h := &harness{t: t, meta: meta, swap: newMemSwap()}
 	h.be = newFakeBackend(t, h.swap)
-	cfg := Config{Metadata: meta, Swap: h.swap, SwapURL: "mem://", Backend: h.be, SigningKey: testSigningKey,
+	cfg := Config{Metadata: meta, Swap: h.swap, Backend: h.be, SigningKey: testSigningKey,
 		ReplicaID: "me", LeaseTTL: 600 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond,
 		StartTimeout: 5 * time.Second, StopTimeout: 2 * time.Second}
 	for _, o := range opts {

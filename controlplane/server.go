@@ -33,10 +33,10 @@ import (
 // Config configures a control plane.
 type Config struct {
 	Metadata store.Metadata
-	// Swap is the swap store, and SwapURL its URL as processes open it
-	// (they write and read their snapshots themselves).
+	// Swap is the swap store. Processes reach their own snapshots in it
+	// only through the control plane (snapshots.go); nil runs without
+	// swapping.
 	Swap    store.Swap
-	SwapURL string
 	Backend backend.Backend
 	Logger  *slog.Logger
 	// URL is where process runtimes and other replicas reach this replica;

@@ -134,7 +134,6 @@ func newClusterOn(t *testing.T, swapURL string, processEnv ...string) *cluster {
 		NoAuth:      true, // REST API keys are tested in cmd/praas; here every client is an admin
 		Metadata:    meta,
 		Swap:        swap,
-		SwapURL:     swapURL,
 		Backend:     backend,
 		Logger:      log,
 		StopTimeout: 10 * time.Second,

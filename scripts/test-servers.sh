@@ -33,6 +33,9 @@ checkout_id() {
 }
 
 STATE=${PRAAS_TEST_STATE:-${TMPDIR:-/tmp}/praas-test-servers-$(checkout_id)}
+# Redis asks for a password: processes share the host's network, and an
+# open Redis would let any function read and rewrite the registry.
+REDIS_PASSWORD=praastestredis
 S3_ACCESS_KEY=praastest
 S3_SECRET_KEY=praastestsecret
 S3_BUCKET=praas-test
@@ -66,7 +69,8 @@ free_port() {
 redis_answers() (
 	local line=""
 	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-	printf 'PING\r\n' >&3
+	printf 'AUTH %s\r\nPING\r\n' "$REDIS_PASSWORD" >&3
+	read -r -t 2 line <&3 || true # +OK to AUTH
 	read -r -t 2 line <&3 || true
 	exec 3>&-
 	[[ $line == +PONG* ]]
@@ -125,7 +129,7 @@ print_env() {
 	local rport s3port
 	rport=$(cat "$STATE/redis.port")
 	s3port=$(cat "$STATE/versitygw.port")
-	echo "export PRAAS_TEST_REDIS='redis://127.0.0.1:$rport/0'"
+	echo "export PRAAS_TEST_REDIS='redis://:$REDIS_PASSWORD@127.0.0.1:$rport/0'"
 	echo "export PRAAS_TEST_S3='s3://$S3_BUCKET?endpoint=127.0.0.1:$s3port&access_key=$S3_ACCESS_KEY&secret_key=$S3_SECRET_KEY&secure=false&region=$S3_REGION'"
 }
 
@@ -141,6 +145,7 @@ start() {
 		mkdir -p "$STATE/redis-data"
 		# Append-only with fsync on every write, as a durable deployment runs.
 		spawn redis redis-server --bind 127.0.0.1 --port "$port" --dir "$STATE/redis-data" \
+			--requirepass "$REDIS_PASSWORD" \
 			--save "" --appendonly yes --appendfsync always --daemonize no
 		echo "$port" >"$STATE/redis.port"
 	fi

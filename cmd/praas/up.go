@@ -201,7 +201,6 @@ func (c *cli) up(cfg upConfig) error {
 		URL:              cfg.url,
 		Metadata:         meta,
 		Swap:             swap,
-		SwapURL:          swapURL,
 		IdleTimeout:      cfg.idleTimeout,
 		Backend:          backend,
 		Logger:           log,

@@ -13,13 +13,22 @@ import (
 
 // benchConn runs a standalone process runtime in this test binary and
 // returns a data-plane connection to it.
-func benchConn(b *testing.B) *client.DataConn {
+func benchConn(b *testing.B) *client.DataConn { return benchConnTLS(b, false) }
+
+// benchConnTLS is benchConn, over TLS if withTLS (a certificate of a test
+// CA, as the control plane issues processes).
+func benchConnTLS(b *testing.B, withTLS bool) *client.DataConn {
 	b.Helper()
 	im := process.NewImage()
 	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
 	verifier, tok := testTokens("bench", "p1")
-	rt, err := process.New(process.Config{App: "bench", PID: "p1", Verifier: verifier, DrainTimeout: 5 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, im)
+	cfg := process.Config{App: "bench", PID: "p1", Verifier: verifier, DrainTimeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var opt client.DialOptions
+	if withTLS {
+		cfg.TLS, opt.TLS = testTLS(b)
+	}
+	rt, err := process.New(cfg, im)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,7 +40,7 @@ func benchConn(b *testing.B) *client.DataConn {
 	case err := <-done:
 		b.Fatal(err)
 	}
-	dc, err := client.Dial(context.Background(), rt.Addr(), tok, client.DialOptions{})
+	dc, err := client.Dial(context.Background(), rt.Addr(), tok, opt)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,13 +54,19 @@ func benchConn(b *testing.B) *client.DataConn {
 
 // BenchmarkDataPlaneInvoke is one no-op invocation round trip over loopback
 // TCP, client and process runtime in one OS process.
-func BenchmarkDataPlaneInvoke(b *testing.B) {
+func BenchmarkDataPlaneInvoke(b *testing.B) { benchmarkInvoke(b, false) }
+
+// BenchmarkDataPlaneInvokeTLS is BenchmarkDataPlaneInvoke over TLS 1.3, as
+// processes serve when the control plane runs with --tls-cert.
+func BenchmarkDataPlaneInvokeTLS(b *testing.B) { benchmarkInvoke(b, true) }
+
+func benchmarkInvoke(b *testing.B, withTLS bool) {
 	for _, sz := range []struct {
 		name string
 		n    int
 	}{{"1B", 1}, {"1KiB", 1 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}} {
 		b.Run(sz.name, func(b *testing.B) {
-			dc := benchConn(b)
+			dc := benchConnTLS(b, withTLS)
 			ctx := context.Background()
 			in := make([]byte, sz.n)
 			b.SetBytes(int64(2 * sz.n))

@@ -271,7 +271,8 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l := s.lookupLive(rep.App, rep.PID)
-	if l != nil && l.gen == rep.Generation {
+	isLive := l != nil && l.gen == rep.Generation
+	if isLive {
 		if !s.authLive(w, r, l) {
 			return
 		}
@@ -283,6 +284,14 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, fmt.Errorf("%w: snapshot key %q is not one of %s/%s generation %d", errs.ErrInvalidArgument, rep.Key, rep.App, rep.PID, rep.Generation))
 		return
 	}
+	if isLive && rep.Usage != nil {
+		// The final report's usage is the generation's total: taken now,
+		// before the process exits, it is in the record when that ends
+		// swapped (endRecord writes l.usage), heartbeat or not.
+		l.mu.Lock()
+		l.reportUsage(*rep.Usage)
+		l.mu.Unlock()
+	}
 	var previous string
 	_, err := store.UpdateProcess(r.Context(), s.cfg.Metadata, rep.App, rep.PID, func(p *store.Process) error {
 		if p.Generation != rep.Generation {
@@ -293,6 +302,11 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		}
 		previous = p.Snapshot
 		p.Snapshot = rep.Key
+		if isLive && p.Owner == s.id {
+			l.mu.Lock()
+			p.Usage = l.usage
+			l.mu.Unlock()
+		}
 		p.UpdatedAt = time.Now()
 		return nil
 	})
@@ -312,7 +326,7 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 			s.deleteSnapshot(r.Context(), previous)
 		}
 	}
-	if rep.Final && l != nil && l.gen == rep.Generation {
+	if rep.Final && isLive {
 		l.mu.Lock()
 		l.swapped = true
 		l.mu.Unlock()

@@ -192,7 +192,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	l.mu.Lock()
 	l.lastBeat = now
-	l.usage = addUsage(l.base, hb.Usage)
+	l.reportUsage(hb.Usage)
 	save := now.Sub(l.saved) >= usageSaveEvery
 	if save {
 		l.saved = now
@@ -220,6 +220,20 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	s.renewProcessCert(hb, &reply)
 	reply.Orphan = s.orphanAccess(r.Context(), l, time.Duration(hb.OrphanNanos))
 	writeJSON(w, http.StatusOK, reply)
+}
+
+// reportUsage takes the generation's cumulative usage u, as a heartbeat or
+// a snapshot report carries it. l.mu is held. The counters only grow, so a
+// report that arrives late (a heartbeat sent before the final snapshot's
+// report, answered after it) changes nothing.
+func (l *live) reportUsage(u store.Usage) {
+	t := addUsage(l.base, u)
+	l.usage = store.Usage{
+		Invocations: max(l.usage.Invocations, t.Invocations),
+		BusyNanos:   max(l.usage.BusyNanos, t.BusyNanos),
+		BytesIn:     max(l.usage.BytesIn, t.BytesIn),
+		BytesOut:    max(l.usage.BytesOut, t.BytesOut),
+	}
 }
 
 func addUsage(a, b store.Usage) store.Usage {

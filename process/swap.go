@@ -90,7 +90,10 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 	}
 	rt.log.Info("snapshot written", "key", key, "bytes", size, "final", final, "took", time.Since(start))
 	if report && rt.cfg.ControlPlane != "" {
-		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final}
+		// Read now, not at capture: a final snapshot follows the drain, so
+		// this is the generation's total.
+		u := rt.usage()
+		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final, Usage: &u}
 		if err := rt.reportSnapshot(ctx, rep); err != nil {
 			if errors.Is(err, errRetired) {
 				// A newer generation runs: this snapshot must never be

@@ -188,6 +188,12 @@ type Snapshot struct {
 	Key        string `json:"key"`
 	Bytes      int64  `json:"bytes"`
 	Final      bool   `json:"final"`
+	// Usage is the generation's cumulative usage when the snapshot was
+	// taken, as in Heartbeat. The final report's is the generation's total
+	// (every invocation has ended): it carries what happened since the last
+	// heartbeat, and the control plane records it before the record ends
+	// swapped. Nil from runtimes that predate it.
+	Usage *store.Usage `json:"usage,omitempty"`
 }
 
 // SnapshotKey is where the seq-th snapshot that generation gen of app/pid

@@ -88,7 +88,8 @@ through mailboxes, and are swapped to storage when idle.
 
 The client commands talk to the control plane at $PRAAS_ENDPOINT
 (default ` + client.DefaultEndpoint + `) with the API key in $PRAAS_TOKEN, or
-else the one the config file keeps for that endpoint (see praas login).`,
+else the one the config file keeps for that endpoint (see praas login). An
+https:// endpoint's certificate is checked against $PRAAS_CA (--ca) if set.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/praas-dev/praas/errs"
@@ -286,9 +288,19 @@ func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function stri
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	c.authorize(req)
+	// A request written whole may have run: without an answer its outcome
+	// is unknown. One not written whole did not run (the control plane
+	// reads the whole body first).
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+	}))
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return InvokeResult{}, fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
+		if wrote.Load() {
+			return InvokeResult{}, fmt.Errorf("control plane %s: %w: no answer to the invocation: %w", c.endpoint, errs.ErrOutcomeUnknown, err)
+		}
+		return InvokeResult{}, fmt.Errorf("control plane %s: %w: %w: %w", c.endpoint, errs.ErrUnavailable, ErrNotSent, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -296,7 +308,7 @@ func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function stri
 	}
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return InvokeResult{}, fmt.Errorf("read result: %w", err)
+		return InvokeResult{}, fmt.Errorf("%w: the invocation ran, its result was lost: %w", errs.ErrOutcomeUnknown, err)
 	}
 	return InvokeResult{Output: out, PID: resp.Header.Get(HeaderPID),
 		Address: resp.Header.Get(HeaderAddress), Token: resp.Header.Get(HeaderToken)}, nil

@@ -52,7 +52,8 @@ var callPool = sync.Pool{New: func() any { return &call{ch: make(chan reply, 1)}
 var ErrNotSent = errors.New("not sent")
 
 // ErrConnectionLost marks a call whose connection failed after it was sent:
-// the process may or may not have run it.
+// the process may or may not have run it. Its code is errs.OutcomeUnknown,
+// and nothing retries it on its own.
 var ErrConnectionLost = errors.New("connection lost")
 
 // DialOptions tune a data-plane connection.
@@ -184,7 +185,7 @@ func (c *DataConn) readLoop() {
 		f, err = c.r.NextInto(resultBuf)
 		if filling != nil {
 			if err != nil {
-				filling.ch <- reply{err: fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrConnectionLost, c.PID, err)}
+				filling.ch <- reply{err: fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrOutcomeUnknown, ErrConnectionLost, c.PID, err)}
 			} else {
 				filling.ch <- reply{f: f}
 			}
@@ -258,7 +259,7 @@ func (c *DataConn) fail(err error) {
 		err = errors.New("connection closed")
 	}
 	c.err = fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrNotSent, c.PID, err)
-	lost := fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrUnavailable, ErrConnectionLost, c.PID, err)
+	lost := fmt.Errorf("%w: %w: data-plane connection to %s: %w", errs.ErrOutcomeUnknown, ErrConnectionLost, c.PID, err)
 	pending := c.pending
 	c.pending = nil
 	c.mu.Unlock()

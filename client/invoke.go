@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/praas-dev/praas/errs"
 )
@@ -12,6 +13,12 @@ import (
 // straight to the process over the data plane. When the process goes away
 // (swap, restart) the call is re-routed through the control plane without
 // the caller noticing. With pid "" the control plane picks a process.
+//
+// A call that did not run (errs.Unavailable: refused by a leaving process,
+// or never sent) is tried again, through the control plane, a few times
+// within ctx. A call whose answer never came (errs.OutcomeUnknown: the
+// process died or the connection broke after it was sent) is not: it may
+// have run, and only the caller knows whether running it twice is safe.
 func (c *Client) Invoke(ctx context.Context, app, pid, function string, input []byte) ([]byte, error) {
 	if pid != "" {
 		if dc := c.cachedConn(app, pid); dc != nil {
@@ -22,15 +29,30 @@ func (c *Client) Invoke(ctx context.Context, app, pid, function string, input []
 			c.dropConn(app, pid, dc)
 		}
 	}
-	res, err := c.InvokeControlPlane(ctx, app, pid, function, input)
-	if err != nil {
-		return nil, err
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err := c.InvokeControlPlane(ctx, app, pid, function, input)
+		if err == nil {
+			if res.Address != "" && res.Token != "" {
+				c.learn(ctx, app, res.PID, res.Address, res.Token)
+			}
+			return res.Output, nil
+		}
+		if errs.CodeOf(err) != errs.Unavailable || attempt == invokeAttempts {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff *= 2
 	}
-	if res.Address != "" && res.Token != "" {
-		c.learn(ctx, app, res.PID, res.Address, res.Token)
-	}
-	return res.Output, nil
 }
+
+// invokeAttempts bounds how often Invoke asks the control plane to run a
+// call that did not run: about a second and a half of waiting in all.
+const invokeAttempts = 5
 
 // DataConn returns a data-plane connection to process pid of app, learning
 // its address from the control plane if needed (which starts or swaps in the

@@ -28,6 +28,11 @@ const (
 	DeadlineExceeded   Code = 9 // timeouts (Recv, invoke deadlines)
 	Internal           Code = 10
 	FunctionFailed     Code = 11 // the user function returned an error or panicked
+	// OutcomeUnknown: the call was sent, but its answer never came (the
+	// connection broke, the process died): it may or may not have run, so
+	// nothing retries it on its own. Unavailable, by contrast, says the call
+	// was refused or never sent, so it did not run and is safe to retry.
+	OutcomeUnknown Code = 12
 )
 
 // Sentinels, one per code, to wrap with %w.
@@ -43,6 +48,7 @@ var (
 	ErrDeadlineExceeded   = &codeError{DeadlineExceeded, "deadline exceeded"}
 	ErrInternal           = &codeError{Internal, "internal error"}
 	ErrFunctionFailed     = &codeError{FunctionFailed, "function failed"}
+	ErrOutcomeUnknown     = &codeError{OutcomeUnknown, "outcome unknown"}
 )
 
 var sentinels = map[Code]*codeError{
@@ -50,7 +56,7 @@ var sentinels = map[Code]*codeError{
 	FailedPrecondition: ErrFailedPrecondition, ResourceExhausted: ErrResourceExhausted,
 	Unavailable: ErrUnavailable, Unauthenticated: ErrUnauthenticated,
 	PermissionDenied: ErrPermissionDenied, DeadlineExceeded: ErrDeadlineExceeded,
-	Internal: ErrInternal, FunctionFailed: ErrFunctionFailed,
+	Internal: ErrInternal, FunctionFailed: ErrFunctionFailed, OutcomeUnknown: ErrOutcomeUnknown,
 }
 
 type codeError struct {
@@ -105,6 +111,7 @@ var codeNames = map[Code]string{
 	ResourceExhausted: "resource_exhausted", Unavailable: "unavailable",
 	Unauthenticated: "unauthenticated", PermissionDenied: "permission_denied",
 	DeadlineExceeded: "deadline_exceeded", Internal: "internal", FunctionFailed: "function_failed",
+	OutcomeUnknown: "outcome_unknown",
 }
 
 // String is the code's name as the REST API spells it ("not_found").

@@ -25,6 +25,9 @@ func HTTPStatus(c Code) int {
 		return http.StatusGatewayTimeout
 	case FunctionFailed:
 		return http.StatusUnprocessableEntity
+	case OutcomeUnknown:
+		// The control plane, a gateway to the process, got no answer from it.
+		return http.StatusBadGateway
 	default:
 		return http.StatusInternalServerError
 	}
@@ -51,6 +54,8 @@ func FromHTTPStatus(status int) Code {
 		return DeadlineExceeded
 	case http.StatusUnprocessableEntity:
 		return FunctionFailed
+	case http.StatusBadGateway:
+		return OutcomeUnknown
 	default:
 		return Internal
 	}

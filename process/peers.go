@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
@@ -114,9 +116,20 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 		// The control plane brings dest back and runs it there.
 		q := url.Values{"app": {rt.cfg.App}, "pid": {dest}, "function": {function}}
 		out = nil
-		err = rt.doWith(ctx, rt.http.invoke, cpapi.PathInvoke+"?"+q.Encode(), "application/octet-stream", input, &out)
+		// A request written whole may have run (the control plane reads the
+		// whole body before it invokes): without an answer its outcome is
+		// unknown. The control plane retries calls that did not run itself.
+		var wrote atomic.Bool
+		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+		})
+		err = rt.doWith(tctx, rt.http.invoke, cpapi.PathInvoke+"?"+q.Encode(), "application/octet-stream", input, &out)
 		if err != nil && errs.CodeOf(err) == errs.Unknown {
-			err = fmt.Errorf("%w: invoke %s through the control plane: %w", errs.ErrUnavailable, dest, err)
+			sentinel := errs.ErrUnavailable
+			if wrote.Load() {
+				sentinel = errs.ErrOutcomeUnknown
+			}
+			err = fmt.Errorf("%w: invoke %s through the control plane: %w", sentinel, dest, err)
 		}
 	}
 	return out, err

@@ -174,6 +174,7 @@ func TestTLSFlags(t *testing.T) {
 		{"--tls-ca-key", filepath.Join(dir, "ca-key.pem")},
 		{"--tls-cert", certFile, "--tls-key", certFile},
 		{"--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", keyFile},
+		{"--tls-cert", certFile, "--tls-key", keyFile, "--url", "http://127.0.0.1:8420"},
 	} {
 		args = append([]string{"up", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0"}, args...)
 		if _, errOut, code := runCLI(t, "", args...); code != 1 || !strings.Contains(errOut, "tls") {

@@ -317,6 +317,9 @@ func loadTLS(cfg upConfig, data string) (*controlplane.TLSConfig, error) {
 	if cfg.tlsCertTTL <= 0 {
 		return nil, fmt.Errorf("--tls-cert-ttl must be positive")
 	}
+	if strings.HasPrefix(cfg.url, "http://") {
+		return nil, fmt.Errorf("--url %s: with --tls-cert the control plane serves https://", cfg.url)
+	}
 	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
 	if err != nil {
 		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)

@@ -232,3 +232,58 @@ func TestTLSCertRenewal(t *testing.T) {
 		t.Fatalf("the certificate served %s after the start ends at %s: not renewed", 2*ttl, last)
 	}
 }
+
+// Replicas with TLS reach each other over HTTPS (a swap forwarded to the
+// owner) and the processes the others own over their TLS data planes,
+// with one data-plane CA file between them.
+func TestTLSReplicas(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeServerCert(t, dir)
+	rs := newReplicaSet(t, "--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", caFile,
+		"--tls-ca-key", filepath.Join(dir, "data-plane-ca.pem"))
+	r1, r2 := rs.start("r1"), rs.start("r2")
+	caPEM, _ := os.ReadFile(caFile)
+	pool, _ := tlsca.Pool(caPEM)
+	c1 := client.New(r1.endpoint, client.WithToken(token()), client.WithRootCAs(pool))
+	c2 := client.New(r2.endpoint, client.WithToken(token()), client.WithRootCAs(pool))
+	defer c1.Close()
+	defer c2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	app := uniqueName("tls")
+	if _, err := c1.CreateApp(ctx, app, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []string{"p1", "p2"} {
+		if p, err := c1.CreateProcess(ctx, app, pid); err != nil || p.Owner != "r1" {
+			t.Fatalf("create %s: %+v, %v", pid, p, err)
+		}
+	}
+	// r2 invokes r1's processes on their data planes.
+	expectVia(t, c2, "1", app, "p1", "counter", "")
+	expectVia(t, c2, "", app, "p2", "send", "p1 k hi")
+	expectVia(t, c2, "hi", app, "p1", "recv", "p2 k 2000")
+	// A swap through r2 goes to r1, the owner, over HTTPS.
+	if p, err := c2.SwapProcess(ctx, app, "p1"); err != nil || p.Status != "swapped" {
+		t.Fatalf("swap through r2: %+v, %v", p, err)
+	}
+	expectVia(t, c2, "2", app, "p1", "counter", "")
+	// Both replicas hand out the same data-plane CA; a client of r1 talks
+	// to p1, which r2 started, directly.
+	ca1, err1 := c1.DataPlaneCA(ctx)
+	ca2, err2 := c2.DataPlaneCA(ctx)
+	if err1 != nil || err2 != nil || !bytes.Equal(ca1, ca2) {
+		t.Fatalf("data-plane CAs differ: %v, %v", err1, err2)
+	}
+	if p := getProcess(t, c1, app, "p1"); p.Owner != "r2" {
+		t.Fatalf("p1 is owned by %q after the swap-in through r2", p.Owner)
+	}
+	dc, err := c1.DataConn(ctx, app, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := dc.Invoke(ctx, "counter", nil); err != nil || string(out) != "3" {
+		t.Fatalf("direct invoke = %q, %v", out, err)
+	}
+}

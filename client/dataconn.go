@@ -192,7 +192,7 @@ func (c *DataConn) readLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {
-				c.deliver(f.ID, reply{err: fmt.Errorf("%w: result refused: %w", errs.ErrResourceExhausted, err)})
+				c.deliver(f.ID, reply{err: fmt.Errorf("%w: result refused: %w", errs.ErrTooLarge, err)})
 				continue
 			}
 			break
@@ -317,7 +317,7 @@ func (c *DataConn) start(typ uint8, meta, payload, dst []byte) (*Call, error) {
 	// Refuse what WriteFrame would refuse before anything is registered, so
 	// a write error always means the connection failed.
 	if len(meta) > wire.MaxMeta || uint64(len(meta))+uint64(len(payload)) > 1<<32-1 {
-		return nil, fmt.Errorf("%w: frame of %d bytes", errs.ErrResourceExhausted, len(meta)+len(payload))
+		return nil, fmt.Errorf("%w: frame of %d bytes", errs.ErrTooLarge, len(meta)+len(payload))
 	}
 	id := c.nextID.Add(1)
 	cl := callPool.Get().(*call)

@@ -25,7 +25,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // {"error": message, "code": name}.
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	code := errs.CodeOf(err)
-	status := errs.HTTPStatus(code)
+	status := errs.HTTPStatusOf(err)
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", errs.RetryAfter)
+	}
 	if status >= 500 && code != errs.Unavailable && !errors.Is(err, context.Canceled) {
 		log.Error("request failed", "err", err)
 	}
@@ -43,7 +46,7 @@ func readJSON(r *http.Request, v any, allowEmpty bool) error {
 		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return fmt.Errorf("%w: request body over %d bytes", errs.ErrResourceExhausted, maxJSONBody)
+			return fmt.Errorf("%w: request body over %d bytes", errs.ErrTooLarge, maxJSONBody)
 		}
 		return fmt.Errorf("%w: bad JSON: %v", errs.ErrInvalidArgument, err)
 	}

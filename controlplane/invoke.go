@@ -83,7 +83,7 @@ type target struct {
 
 func (s *Server) readPayload(r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.cfg.MaxPayload {
-		return nil, fmt.Errorf("%w: payload of %d bytes, limit %d", errs.ErrResourceExhausted, r.ContentLength, s.cfg.MaxPayload)
+		return nil, fmt.Errorf("%w: payload of %d bytes, limit %d", errs.ErrTooLarge, r.ContentLength, s.cfg.MaxPayload)
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
@@ -95,7 +95,7 @@ func (s *Server) readPayload(r *http.Request) ([]byte, error) {
 		return nil, fmt.Errorf("%w: read body: %v", errs.ErrInvalidArgument, err)
 	}
 	if int64(buf.Len()) > s.cfg.MaxPayload {
-		return nil, fmt.Errorf("%w: payload over %d bytes", errs.ErrResourceExhausted, s.cfg.MaxPayload)
+		return nil, fmt.Errorf("%w: payload over %d bytes", errs.ErrTooLarge, s.cfg.MaxPayload)
 	}
 	return buf.Bytes(), nil
 }
@@ -109,6 +109,9 @@ func (s *Server) pick(ctx context.Context, app store.App, pid string) (target, e
 			return s.localTarget(ctx, l)
 		}
 		pid = "p-" + randomHex(4)
+		if err := s.checkProcessQuota(ctx, app.Name, pid); err != nil {
+			return target{}, err
+		}
 		now := time.Now().UTC()
 		if _, err := s.cfg.Metadata.CreateProcess(ctx, store.Process{App: app.Name, PID: pid,
 			Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now}); err != nil {

@@ -51,6 +51,10 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
+	if err := s.checkProcessQuota(r.Context(), app.Name, req.PID); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
 	status := http.StatusCreated
 	now := time.Now().UTC()
 	_, err := s.cfg.Metadata.CreateProcess(r.Context(), store.Process{
@@ -226,4 +230,22 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// DefaultMaxProcessesPerApp is Config.MaxProcesses's default.
+const DefaultMaxProcessesPerApp = 1000
+
+// checkProcessQuota refuses a new process pid of app once app has
+// MaxProcesses; an existing pid (brought back) is not new.
+func (s *Server) checkProcessQuota(ctx context.Context, app, pid string) error {
+	procs, err := s.cfg.Metadata.ListProcesses(ctx, app)
+	if err != nil || len(procs) < s.cfg.MaxProcesses {
+		return err
+	}
+	for _, p := range procs {
+		if p.PID == pid {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: application %s has %d processes, the limit (praas up --max-processes-per-app); delete some first", errs.ErrResourceExhausted, app, len(procs))
 }

@@ -66,6 +66,11 @@ type Config struct {
 	StopTimeout time.Duration
 	// MaxPayload bounds invocation inputs on the REST API (default 64 MiB).
 	MaxPayload int64
+	// MaxProcesses bounds the processes of one application, whatever their
+	// status (default DefaultMaxProcessesPerApp). Creating one more is
+	// refused with errs.ResourceExhausted (HTTP 429). Replicas count from
+	// the metadata store: concurrent creations may overshoot by a few.
+	MaxProcesses int
 	// ProcessEnv is added to every process's environment (e.g. PRAAS_MAX_CONCURRENCY).
 	ProcessEnv []string
 	// IdleTimeout, if positive, swaps out a process whose data plane has
@@ -91,6 +96,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = wire.DefaultMaxPayload
+	}
+	if c.MaxProcesses <= 0 {
+		c.MaxProcesses = DefaultMaxProcessesPerApp
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 10 * time.Second

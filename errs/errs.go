@@ -51,6 +51,11 @@ var (
 	ErrOutcomeUnknown     = &codeError{OutcomeUnknown, "outcome unknown"}
 )
 
+// ErrTooLarge marks a ResourceExhausted error about one payload over its
+// size limit (HTTP 413), as opposed to a quota (HTTP 429): wrap it instead
+// of ErrResourceExhausted. Its code is ResourceExhausted.
+var ErrTooLarge error = &remoteError{s: ErrResourceExhausted, msg: "too large"}
+
 var sentinels = map[Code]*codeError{
 	NotFound: ErrNotFound, AlreadyExists: ErrAlreadyExists, InvalidArgument: ErrInvalidArgument,
 	FailedPrecondition: ErrFailedPrecondition, ResourceExhausted: ErrResourceExhausted,

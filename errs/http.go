@@ -1,8 +1,28 @@
 package errs
 
-import "net/http"
+import (
+	"errors"
+	"net/http"
+)
+
+// HTTPStatusOf is the status the REST API answers err with: HTTPStatus of
+// its code, except that a ResourceExhausted error is 413 only for one
+// payload over its size limit (ErrTooLarge) and 429 for a quota (too many
+// messages waiting, processes, invocations), which comes with Retry-After.
+func HTTPStatusOf(err error) int {
+	c := CodeOf(err)
+	if c == ResourceExhausted && !errors.Is(err, ErrTooLarge) {
+		return http.StatusTooManyRequests
+	}
+	return HTTPStatus(c)
+}
+
+// RetryAfter is the Retry-After (seconds) of a 429: quotas free up as
+// processes read their mailboxes and finish invocations.
+const RetryAfter = "1"
 
 // HTTPStatus maps a code to the status the REST API answers with.
+// ResourceExhausted maps to 413; see HTTPStatusOf for quotas.
 func HTTPStatus(c Code) int {
 	switch c {
 	case NotFound:
@@ -42,7 +62,7 @@ func FromHTTPStatus(status int) Code {
 		return AlreadyExists
 	case http.StatusBadRequest:
 		return InvalidArgument
-	case http.StatusRequestEntityTooLarge:
+	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
 		return ResourceExhausted
 	case http.StatusServiceUnavailable:
 		return Unavailable

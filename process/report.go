@@ -222,7 +222,7 @@ func (rt *Runtime) doWith(ctx context.Context, hc *http.Client, path, contentTyp
 		if out, ok := reply.(*[]byte); ok {
 			*out, err = io.ReadAll(io.LimitReader(resp.Body, int64(rt.cfg.MaxPayload)+1))
 			if err == nil && len(*out) > rt.cfg.MaxPayload {
-				err = fmt.Errorf("%w: a result over %d bytes", errs.ErrResourceExhausted, rt.cfg.MaxPayload)
+				err = fmt.Errorf("%w: a result over %d bytes", errs.ErrTooLarge, rt.cfg.MaxPayload)
 			}
 			return err
 		}

@@ -117,7 +117,7 @@ func (c *serverConn) readFrames(ctx context.Context) {
 		f, err := c.r.NextInto(borrow)
 		if err != nil {
 			if errors.Is(err, wire.ErrTooLarge) {
-				c.replyError(f.ID, fmt.Errorf("%w: %w", errs.ErrResourceExhausted, err))
+				c.replyError(f.ID, fmt.Errorf("%w: %w", errs.ErrTooLarge, err))
 				continue
 			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {

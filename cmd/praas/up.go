@@ -36,6 +36,7 @@ type upConfig struct {
 	logLevel         string
 	maxConcurrency   int
 	maxPayload       int
+	maxProcesses     int
 	heartbeatTimeout time.Duration
 	stopTimeout      time.Duration
 	idleTimeout      time.Duration
@@ -78,6 +79,7 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&cfg.maxConcurrency, "max-concurrency", 256, "invocations a process runs at once; more wait")
 	f.IntVar(&cfg.maxPayload, "max-payload", 64<<20, "largest invocation input or message, in bytes")
+	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
 	f.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "swap out a process whose data plane was idle this long (0: never)")
@@ -109,8 +111,8 @@ func (c *cli) up(cfg upConfig) error {
 	if cfg.backend != "local" {
 		return fmt.Errorf("--backend %q: only local is available", cfg.backend)
 	}
-	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 {
-		return fmt.Errorf("--max-concurrency and --max-payload must be positive")
+	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 || cfg.maxProcesses <= 0 {
+		return fmt.Errorf("--max-concurrency, --max-payload and --max-processes-per-app must be positive")
 	}
 	if cfg.orphanTimeout <= 0 {
 		return fmt.Errorf("--orphan-timeout must be positive")
@@ -207,6 +209,7 @@ func (c *cli) up(cfg upConfig) error {
 		HeartbeatTimeout: cfg.heartbeatTimeout,
 		StopTimeout:      cfg.stopTimeout,
 		MaxPayload:       int64(cfg.maxPayload),
+		MaxProcesses:     cfg.maxProcesses,
 		ProcessEnv: []string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),

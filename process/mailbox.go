@@ -25,7 +25,8 @@ type mailbox struct {
 	mu      sync.Mutex
 	queues  map[string][]Message
 	waiters map[string][]*waiter
-	size    int // unread messages
+	size    int   // unread messages
+	bytes   int64 // their data
 }
 
 type waiter struct {
@@ -39,8 +40,15 @@ func newMailbox() *mailbox {
 
 func matches(want, src string) bool { return want == Any || want == src }
 
-// put delivers m to a waiting receiver or queues it.
-func (mb *mailbox) put(m Message) {
+// put delivers m to a waiting receiver or queues it, whatever the limits
+// (a restored snapshot's messages were acknowledged long ago).
+func (mb *mailbox) put(m Message) { _ = mb.putWithin(m, 0, 0) }
+
+// putWithin delivers m to a waiting receiver, or queues it unless that
+// would make more than maxN unread messages or maxBytes of their data (0:
+// no limit); then it fails with errs.ErrResourceExhausted and m is not
+// taken.
+func (mb *mailbox) putWithin(m Message, maxN int, maxBytes int64) error {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	ws := mb.waiters[m.Key]
@@ -51,11 +59,17 @@ func (mb *mailbox) put(m Message) {
 				delete(mb.waiters, m.Key)
 			}
 			w.ch <- m // buffered; each waiter gets one message
-			return
+			return nil
 		}
+	}
+	if (maxN > 0 && mb.size >= maxN) || (maxBytes > 0 && mb.bytes+int64(len(m.Data)) > maxBytes) {
+		return fmt.Errorf("%w: mailbox full: %d unread messages of %d bytes (limits %d messages, %d bytes); the process must read some first",
+			errs.ErrResourceExhausted, mb.size, mb.bytes, maxN, maxBytes)
 	}
 	mb.queues[m.Key] = append(mb.queues[m.Key], m)
 	mb.size++
+	mb.bytes += int64(len(m.Data))
+	return nil
 }
 
 // take removes and returns the oldest queued message with key from src.
@@ -69,6 +83,7 @@ func (mb *mailbox) takeLocked(src, key string) (Message, bool) {
 				mb.queues[key] = slices.Delete(q, i, i+1)
 			}
 			mb.size--
+			mb.bytes -= int64(len(m.Data))
 			return m, true
 		}
 	}

@@ -144,7 +144,11 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		return err
 	}
 	if dest == Self || dest == rt.cfg.PID {
-		if run := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}); run != nil {
+		run, err := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}, true)
+		if err != nil {
+			return err
+		}
+		if run != nil {
 			// Its own goroutine, not tied to the caller's connection reader.
 			go run(context.WithValue(context.WithoutCancel(ctx), readerKey{}, (*reader)(nil)))
 		}
@@ -171,8 +175,10 @@ func checkKey(key string) error {
 
 // acceptMessage takes a message that arrived over the data plane, its
 // source already set from the sender's token; it returns the invocation the
-// message triggers, if any, for the caller to run.
-func (rt *Runtime) acceptMessage(m wire.Message, data []byte) (func(context.Context), error) {
+// message triggers, if any, for the caller to run. Messages the control
+// plane relays bypass the mailbox limits: those of a backup queue were
+// acknowledged to their senders, and must not be refused.
+func (rt *Runtime) acceptMessage(m wire.Message, data []byte, relayed bool) (func(context.Context), error) {
 	if err := checkKey(m.Key); err != nil {
 		return nil, err
 	}
@@ -181,5 +187,5 @@ func (rt *Runtime) acceptMessage(m wire.Message, data []byte) (func(context.Cont
 	if rt.draining.Load() {
 		return nil, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
 	}
-	return rt.deliver(Message{Src: m.Source, Key: m.Key, Data: data}), nil
+	return rt.deliver(Message{Src: m.Source, Key: m.Key, Data: data}, !relayed)
 }

@@ -67,6 +67,13 @@ type Config struct {
 	MaxConcurrency int
 	// MaxPayload bounds an invocation input or message (default 64 MiB).
 	MaxPayload int
+	// MaxMailbox and MaxMailboxBytes bound the unread messages in the
+	// mailbox and their data (defaults DefaultMaxMailbox and
+	// DefaultMaxMailboxBytes): a message past either is refused with
+	// errs.ErrResourceExhausted. Messages the control plane relays are
+	// queued regardless (see acceptMessage).
+	MaxMailbox      int
+	MaxMailboxBytes int64
 	// Heartbeat is the reporting period (default 1s).
 	Heartbeat time.Duration
 	// DrainTimeout bounds how long a shutdown waits for running invocations (default 30s).
@@ -106,6 +113,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = wire.DefaultMaxPayload
+	}
+	if c.MaxMailbox <= 0 {
+		c.MaxMailbox = DefaultMaxMailbox
+	}
+	if c.MaxMailboxBytes <= 0 {
+		c.MaxMailboxBytes = DefaultMaxMailboxBytes
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = time.Second
@@ -174,6 +187,16 @@ func ConfigFromEnv() (Config, error) {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxPayload, err)
 		}
 	}
+	if v := os.Getenv(cpapi.EnvMaxMailbox); v != "" {
+		if c.MaxMailbox, err = strconv.Atoi(v); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxMailbox, err)
+		}
+	}
+	if v := os.Getenv(cpapi.EnvMaxMailboxBytes); v != "" {
+		if c.MaxMailboxBytes, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxMailboxBytes, err)
+		}
+	}
 	if v := os.Getenv(cpapi.EnvHeartbeat); v != "" {
 		if c.Heartbeat, err = time.ParseDuration(v); err != nil {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvHeartbeat, err)
@@ -203,6 +226,12 @@ func ConfigFromEnv() (Config, error) {
 	}
 	return c, c.Validate()
 }
+
+// Mailbox limit defaults (Config.MaxMailbox, Config.MaxMailboxBytes).
+const (
+	DefaultMaxMailbox      = 100000
+	DefaultMaxMailboxBytes = 1 << 30
+)
 
 // Runtime is one running process.
 type Runtime struct {

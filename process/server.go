@@ -175,7 +175,7 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				}
 				continue
 			}
-			run, err := c.rt.acceptMessage(m, f.Payload)
+			run, err := c.rt.acceptMessage(m, f.Payload, c.claims.Ops.Has(token.OpRelay))
 			if err != nil {
 				c.replyError(f.ID, err)
 				continue

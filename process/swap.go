@@ -143,7 +143,7 @@ func (rt *Runtime) restore(ctx context.Context, key string) error {
 	}
 	rt.state.m = d.State
 	for _, m := range d.Mailbox {
-		rt.mailbox.put(m)
+		rt.mailbox.put(m) // acknowledged before the snapshot: no limits
 	}
 	rt.triggers.pending = d.Triggers
 	rt.log.Info("snapshot restored", "key", key, "state_keys", len(d.State), "messages", len(d.Mailbox), "taken", d.Taken, "took", time.Since(start))

@@ -43,16 +43,20 @@ func splitKey(key string) (function, invocation string) {
 // deliver routes an arriving message: to a function trigger if its key
 // names one, else into the mailbox. When the message completes a trigger it
 // returns the invocation to run (the caller runs it, inline or as a
-// goroutine); otherwise nil.
-func (rt *Runtime) deliver(m Message) func(context.Context) {
+// goroutine); otherwise nil. A limited message is refused (ResourceExhausted)
+// rather than queued in a mailbox at its limits (MaxMailbox, MaxMailboxBytes).
+func (rt *Runtime) deliver(m Message, limited bool) (func(context.Context), error) {
 	// Counted once the change is made, as a checkpoint that saw the count
 	// must also see the change.
 	defer rt.mutations.Add(1)
 	name, invKey := splitKey(m.Key)
 	fn, ok := rt.image.Lookup(name)
 	if !ok || fn.Trigger == NoTrigger {
-		rt.mailbox.put(m)
-		return nil
+		if !limited {
+			rt.mailbox.put(m)
+			return nil, nil
+		}
+		return nil, rt.mailbox.putWithin(m, rt.cfg.MaxMailbox, rt.cfg.MaxMailboxBytes)
 	}
 	var batch []Message
 	switch fn.Trigger {
@@ -74,7 +78,7 @@ func (rt *Runtime) deliver(m Message) func(context.Context) {
 		rt.triggers.mu.Unlock()
 	}
 	if batch == nil {
-		return nil
+		return nil, nil
 	}
 	if fn.Trigger == BatchTrigger {
 		invKey = ""
@@ -90,7 +94,7 @@ func (rt *Runtime) deliver(m Message) func(context.Context) {
 		if _, err := rt.execute(tctx, fn, input); err != nil {
 			rt.log.Warn("triggered invocation failed", "function", fn.Name, "key", invKey, "err", err)
 		}
-	}
+	}, nil
 }
 
 // snapshotLocked returns the buffered trigger messages. t.mu is held.

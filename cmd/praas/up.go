@@ -23,6 +23,7 @@ import (
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/internal/tlsca"
 	tokens "github.com/praas-dev/praas/internal/token"
+	"github.com/praas-dev/praas/process"
 	"github.com/praas-dev/praas/store/storeurl"
 )
 
@@ -37,6 +38,8 @@ type upConfig struct {
 	maxConcurrency   int
 	maxPayload       int
 	maxProcesses     int
+	maxMailbox       int
+	maxMailboxBytes  int64
 	heartbeatTimeout time.Duration
 	stopTimeout      time.Duration
 	idleTimeout      time.Duration
@@ -79,6 +82,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&cfg.maxConcurrency, "max-concurrency", 256, "invocations a process runs at once; more wait")
 	f.IntVar(&cfg.maxPayload, "max-payload", 64<<20, "largest invocation input or message, in bytes")
+	f.IntVar(&cfg.maxMailbox, "max-mailbox", process.DefaultMaxMailbox, "unread messages a process holds; more are refused with resource_exhausted")
+	f.Int64Var(&cfg.maxMailboxBytes, "max-mailbox-bytes", process.DefaultMaxMailboxBytes, "bytes of unread messages a process holds; more are refused with resource_exhausted")
 	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
@@ -111,8 +116,8 @@ func (c *cli) up(cfg upConfig) error {
 	if cfg.backend != "local" {
 		return fmt.Errorf("--backend %q: only local is available", cfg.backend)
 	}
-	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 || cfg.maxProcesses <= 0 {
-		return fmt.Errorf("--max-concurrency, --max-payload and --max-processes-per-app must be positive")
+	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 || cfg.maxProcesses <= 0 || cfg.maxMailbox <= 0 || cfg.maxMailboxBytes <= 0 {
+		return fmt.Errorf("--max-concurrency, --max-payload, --max-processes-per-app, --max-mailbox and --max-mailbox-bytes must be positive")
 	}
 	if cfg.orphanTimeout <= 0 {
 		return fmt.Errorf("--orphan-timeout must be positive")
@@ -213,6 +218,8 @@ func (c *cli) up(cfg upConfig) error {
 		ProcessEnv: []string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),
+			cpapi.EnvMaxMailbox + "=" + strconv.Itoa(cfg.maxMailbox),
+			cpapi.EnvMaxMailboxBytes + "=" + strconv.FormatInt(cfg.maxMailboxBytes, 10),
 			cpapi.EnvCheckpoint + "=" + cfg.checkpoint.String(),
 			cpapi.EnvOrphanTimeout + "=" + cfg.orphanTimeout.String(),
 		},

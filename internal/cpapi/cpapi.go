@@ -61,11 +61,15 @@ const (
 	EnvAdvertise      = "PRAAS_ADVERTISE" // host to advertise if the listen host is unspecified
 	EnvMaxConcurrency = "PRAAS_MAX_CONCURRENCY"
 	EnvMaxPayload     = "PRAAS_MAX_PAYLOAD"
-	EnvHeartbeat      = "PRAAS_HEARTBEAT" // a time.Duration
-	EnvSwap           = "PRAAS_SWAP"      // swap store URL, for a runtime without a control plane only
-	EnvRestore        = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
-	EnvCheckpoint     = "PRAAS_CHECKPOINT_INTERVAL"
-	EnvOrphanTimeout  = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
+	// EnvMaxMailbox and EnvMaxMailboxBytes bound a process's unread
+	// messages and their bytes.
+	EnvMaxMailbox      = "PRAAS_MAX_MAILBOX"
+	EnvMaxMailboxBytes = "PRAAS_MAX_MAILBOX_BYTES"
+	EnvHeartbeat       = "PRAAS_HEARTBEAT" // a time.Duration
+	EnvSwap            = "PRAAS_SWAP"      // swap store URL, for a runtime without a control plane only
+	EnvRestore         = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
+	EnvCheckpoint      = "PRAAS_CHECKPOINT_INTERVAL"
+	EnvOrphanTimeout   = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
 
 	// TLS (see docs/security.md). EnvTLSCA is the PEM of the CA that signed
 	// the control planes' certificates, to reach their https:// URLs;

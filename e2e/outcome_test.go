@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -157,12 +158,24 @@ func TestRefusedDuringDrainRunsOnce(t *testing.T) {
 	}
 	viaCP := tr.invokes.Load()
 
+	// A connection of its own shows when the process has begun to drain.
+	watch, err := cl.c.DataConn(ctx, app, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A long invocation keeps the drain going for a while.
 	busy := make(chan error, 1)
 	go func() { _, err := cl.call(app, pid, "busy", "1500"); busy <- err }()
-	time.Sleep(100 * time.Millisecond)
+	cl.wantState(t, app, pid, "get", "busy", "running")
 	swapped := cl.swapInBackground(app, pid)
-	cl.wantStatus(t, app, pid, store.StatusSwapping, 10*time.Second)
+	// Calls start once the process said it goes away: an invocation it took
+	// just before would see its context end with the process's.
+	checkFor(t, 10*time.Second, time.Millisecond, func() error {
+		if watch.Usable() {
+			return errors.New("no go-away yet")
+		}
+		return nil
+	})
 
 	// Several workers call on the connection the client has, through the
 	// drain and the swap-in.

@@ -359,7 +359,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
-		rt.acceptLoop(loopCtx)
+		// Invocations get a context that lasts through the drain: a
+		// shutdown lets running invocations finish rather than cancel them.
+		rt.acceptLoop(watchCtx)
 	}()
 
 	var reporter chan error

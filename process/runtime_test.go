@@ -269,9 +269,14 @@ func TestMalformedFramesCloseOnlyThatConnection(t *testing.T) {
 func TestDrainFinishesRunningInvocations(t *testing.T) {
 	release := make(chan struct{})
 	im := process.NewImage()
-	im.Register("wait", func(context.Context, *process.Process, []byte) ([]byte, error) {
-		<-release
-		return []byte("done"), nil
+	im.Register("wait", func(ctx context.Context, _ *process.Process, _ []byte) ([]byte, error) {
+		// A shutdown must let it finish, not cancel it.
+		select {
+		case <-release:
+			return []byte("done"), nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cancelled during the drain: %w", ctx.Err())
+		}
 	})
 	rt, err := process.New(process.Config{App: "app", PID: "p1", Verifier: testVerifier}, im)
 	if err != nil {

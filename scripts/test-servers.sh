@@ -121,8 +121,16 @@ find_versitygw() {
 spawn() {
 	local name=$1
 	shift
-	setsid "$@" </dev/null >"$STATE/$name.log" 2>&1 &
-	echo $! >"$STATE/$name.pid"
+	# The server writes its own pid: setsid forks when it is started as a
+	# process group leader (under job control), so $! may not be the server.
+	rm -f "$STATE/$name.pid"
+	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" </dev/null >"$STATE/$name.log" 2>&1 &
+	local i
+	for i in $(seq 1 50); do
+		[[ -s $STATE/$name.pid ]] && return
+		sleep 0.1
+	done
+	die "$name did not start; see $STATE/$name.log"
 }
 
 print_env() {

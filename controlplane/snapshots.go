@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -246,6 +247,13 @@ func (s *Server) snapshotDataGet(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
+	// A known length lets the process allocate the state at once, and the
+	// server send the file without chunking it.
+	if st, ok := rc.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		if fi, err := st.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		}
+	}
 	if _, err := io.Copy(w, rc); err != nil && r.Context().Err() == nil {
 		// The status is sent: cutting the response short is all that is
 		// left, and the snapshot's checksum catches it anyway.

@@ -185,6 +185,9 @@ type snapReader struct {
 	crc hash.Hash32
 	err error
 	b   [8]byte
+	// size is the whole snapshot's length if the transport told it (else
+	// -1): a field that fits in it is allocated at once.
+	size int64
 }
 
 func (s *snapReader) full(p []byte) {
@@ -216,13 +219,35 @@ func (s *snapReader) bytesN(n uint64) []byte {
 		return nil
 	}
 	const direct = 64 << 10
-	p := make([]byte, min(n, direct))
-	s.full(p)
-	for uint64(len(p)) < n && s.err == nil {
-		q := make([]byte, min(n, 2*uint64(len(p))))
-		copy(q, p)
-		s.full(q[len(p):])
-		p = q
+	if s.size >= 0 && n > uint64(s.size) {
+		s.err = fmt.Errorf("%w: field of %d bytes in a snapshot of %d", ErrCorruptSnapshot, n, s.size)
+		return nil
+	}
+	if n <= direct || s.size >= 0 {
+		p := make([]byte, n)
+		s.full(p)
+		return p
+	}
+	// A larger field is read in chunks first (each as large as what came
+	// so far, up to 1 MiB), so a forged length costs at most about twice
+	// what really arrived; the field itself is allocated once all of it is
+	// here. (Growing one buffer by doubling made huge
+	// copies that the garbage collector fought with: swap-in slowed ten
+	// times.)
+	const maxChunk = 1 << 20
+	var chunks [][]byte
+	for got := uint64(0); got < n && s.err == nil; {
+		c := make([]byte, min(n-got, max(direct, min(got, maxChunk))))
+		s.full(c)
+		chunks = append(chunks, c)
+		got += uint64(len(c))
+	}
+	if s.err != nil {
+		return nil
+	}
+	p := make([]byte, 0, n)
+	for _, c := range chunks {
+		p = append(p, c...)
 	}
 	return p
 }
@@ -238,8 +263,13 @@ func (s *snapReader) msg() Message {
 
 // readSnapshot decodes a snapshot and verifies its checksum; nothing is
 // returned unless the whole snapshot is intact.
-func readSnapshot(r io.Reader) (*snapshotData, error) {
-	s := &snapReader{r: bufio.NewReaderSize(r, 1<<20), crc: crc32.New(castagnoli)}
+func readSnapshot(r io.Reader) (*snapshotData, error) { return readSnapshotSized(r, -1) }
+
+// readSnapshotSized is readSnapshot of a stream of size bytes (-1: not
+// known). With the size known, fields are allocated whole at once: a forged
+// length can claim no more than the stream holds.
+func readSnapshotSized(r io.Reader, size int64) (*snapshotData, error) {
+	s := &snapReader{r: bufio.NewReaderSize(r, 1<<20), crc: crc32.New(castagnoli), size: size}
 	magic := make([]byte, len(snapshotMagic))
 	s.full(magic)
 	if s.err == nil && string(magic) != snapshotMagic {

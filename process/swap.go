@@ -113,7 +113,11 @@ func (rt *Runtime) restore(ctx context.Context, key string) error {
 	read := func(r io.ReadCloser) error {
 		defer r.Close()
 		var err error
-		d, err = readSnapshot(r)
+		size := int64(-1)
+		if sb, ok := r.(sizedBody); ok {
+			size = sb.size
+		}
+		d, err = readSnapshotSized(r, size)
 		return err
 	}
 	var err error
@@ -281,7 +285,7 @@ func (rt *Runtime) transfer(ctx context.Context, a cpapi.SnapshotAccess, body io
 		return nil, err
 	}
 	if resp.StatusCode/100 == 2 {
-		return resp.Body, nil
+		return sizedBody{resp.Body, resp.ContentLength}, nil
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
@@ -295,6 +299,13 @@ func (rt *Runtime) transfer(ctx context.Context, a cpapi.SnapshotAccess, body io
 		return nil, err
 	}
 	return nil, permanent(err)
+}
+
+// sizedBody is a response body with its length (-1 if not known), so the
+// snapshot decoder can trust field lengths that fit in it.
+type sizedBody struct {
+	io.ReadCloser
+	size int64
 }
 
 // redactQuery drops the query of a URL shown in an error or a log.

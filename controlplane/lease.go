@@ -11,7 +11,6 @@ import (
 	"github.com/praas-dev/praas/backend"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
-	"github.com/praas-dev/praas/process"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -347,7 +346,7 @@ func (s *Server) tellOwner(ctx context.Context, l *live) {
 	defer cancel()
 	dc, err := s.dataConn(ctx, l)
 	if err == nil {
-		err = dc.Send(ctx, "", process.KeyControlPlane, []byte(strings.Join(urls, "\n")))
+		err = dc.Send(ctx, "", cpapi.KeyControlPlane, []byte(strings.Join(urls, "\n")))
 	}
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("tell a taken-over process its new owner", "app", l.app, "pid", l.pid, "err", err)

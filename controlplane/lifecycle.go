@@ -155,7 +155,10 @@ func (s *Server) activeProcess(ctx context.Context, app store.App, pid string) (
 			}
 			if l == nil {
 				// The record changed under us: look again.
-				time.Sleep(backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
 				backoff = min(2*backoff, 50*time.Millisecond)
 				attempt--
 				continue

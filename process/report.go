@@ -15,7 +15,6 @@ import (
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
-	"github.com/praas-dev/praas/internal/names"
 )
 
 // errRetired is returned by report when the control plane no longer wants
@@ -248,16 +247,11 @@ func (rt *Runtime) doWith(ctx context.Context, hc *http.Client, path, contentTyp
 	}
 }
 
-// KeyControlPlane is the control message a replica that took the process
-// over sends: its body is the replica's URL, then other replicas' URLs, one
-// a line. The runtime reports there from then on.
-const KeyControlPlane = names.ControlPrefix + "control-plane"
-
 // controlMessage handles a message of the control plane to the runtime
 // itself (the connection's token allowed relaying).
 func (rt *Runtime) controlMessage(key string, data []byte) error {
 	switch key {
-	case KeyControlPlane:
+	case cpapi.KeyControlPlane:
 		urls := strings.Fields(string(data))
 		if len(urls) == 0 {
 			return fmt.Errorf("%w: %s without a URL", errs.ErrInvalidArgument, key)

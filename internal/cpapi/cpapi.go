@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -231,3 +232,9 @@ func ParseSnapshotKey(app, pid, key string) (gen, seq uint64, ok bool) {
 	seq, err2 := strconv.ParseUint(q, 10, 64)
 	return gen, seq, err1 == nil && err2 == nil
 }
+
+// KeyControlPlane is the message key of the control message a replica that
+// took a process over sends it over the data plane: the body is the
+// replica's URL, then other replicas' URLs, one a line. Keys with this
+// prefix are the control plane's alone (see internal/names).
+const KeyControlPlane = names.ControlPrefix + "control-plane"

@@ -437,6 +437,20 @@ func (c *DataConn) GoSend(source, key string, data []byte) (*Call, error) {
 	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data, nil)
 }
 
+// GoSendQueued is GoSend of a message delivered from the destination's
+// backup queue, where it has sequence number seq (see wire.Message.Queued):
+// the process drops it if it has consumed that sequence already. Only a
+// connection whose token allows relaying (the control plane's) may use it.
+func (c *DataConn) GoSendQueued(source, key string, seq uint64, data []byte) (*Call, error) {
+	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
+		return nil, fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
+	}
+	if seq == 0 {
+		return nil, fmt.Errorf("%w: queue sequence 0", errs.ErrInvalidArgument)
+	}
+	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key, Queued: seq}.Encode(), data, nil)
+}
+
 // Ping measures a round trip.
 func (c *DataConn) Ping(ctx context.Context) error {
 	cl, err := c.start(wire.FramePing, nil, nil, nil)

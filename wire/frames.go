@@ -106,18 +106,32 @@ func DecodeInvoke(meta []byte) (Invoke, error) {
 type Message struct {
 	Source string
 	Key    string
+	// Queued is the message's sequence number in the destination's backup
+	// queue when the control plane delivers it from there, 0 for a live
+	// message. It is encoded only when non-zero.
+	Queued uint64
 }
 
 // Encode returns the metadata bytes.
 func (m Message) Encode() []byte {
 	var b Meta
-	return b.Str8(m.Source).Str16(m.Key).B
+	b.Str8(m.Source).Str16(m.Key)
+	if m.Queued != 0 {
+		b.U64(m.Queued)
+	}
+	return b.B
 }
 
-// DecodeMessage parses FrameMessage metadata.
+// DecodeMessage parses FrameMessage metadata, with or without the trailing
+// queue sequence.
 func DecodeMessage(meta []byte) (Message, error) {
 	r := NewMetaReader(meta)
 	m := Message{Source: r.Str8("source"), Key: r.Str16("key")}
+	if r.Remaining() > 0 {
+		if m.Queued = r.U64("queue sequence"); r.Done() == nil && m.Queued == 0 {
+			return m, fmt.Errorf("%w: queue sequence 0", ErrMalformed)
+		}
+	}
 	return m, r.Done()
 }
 

@@ -20,6 +20,7 @@ func FuzzReader(f *testing.F) {
 	_ = w.WriteFrame(FrameInvoke, 1, inv, []byte("hello"))
 	_ = w.WriteFrame(FrameMessage, 2, Message{Source: "a", Key: "k"}.Encode(), []byte("m"))
 	_ = w.WriteFrame(FrameError, 3, EncodeCode(1), []byte("oops"))
+	_ = w.WriteFrame(FrameMessage, 4, Message{Source: "b", Key: "k", Queued: 7}.Encode(), []byte("q"))
 	f.Add(seed.Bytes())
 	f.Add([]byte{0, 0, 0, 1, 3, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 9})
 	f.Add([]byte{})

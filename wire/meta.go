@@ -100,6 +100,15 @@ func (r *MetaReader) U64(what string) uint64 {
 	return binary.BigEndian.Uint64(b)
 }
 
+// Remaining returns how many metadata bytes are left to read (0 after an
+// error), for optional trailing fields.
+func (r *MetaReader) Remaining() int {
+	if r.err != nil {
+		return 0
+	}
+	return len(r.b)
+}
+
 // Done returns the first error, or an error if bytes are left over.
 func (r *MetaReader) Done() error {
 	if r.err == nil && len(r.b) != 0 {

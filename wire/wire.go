@@ -35,6 +35,10 @@
 //	                the token; a request the token does not allow is
 //	                answered with FrameError PermissionDenied. Version 1 is
 //	                no longer accepted.
+//	2 (2026-12-01, compatible): FrameMessage may end with the message's
+//	                backup-queue sequence (uint64), which a process uses
+//	                to drop a queued message it already consumed; a frame
+//	                without it is read as before.
 package wire
 
 import (
@@ -79,9 +83,11 @@ const (
 	// FrameError (either way). meta: code uint16 (errs.Code). payload: message.
 	FrameError uint8 = 5
 	// FrameMessage (client → server): put a message into the mailbox.
-	// meta: source pid str8, key str16. payload: the message data. The
-	// server replaces source with the token's subject unless the token
-	// allows relaying (the control plane delivering queued messages).
+	// meta: source pid str8, key str16, then optionally queued uint64 (the
+	// message's sequence in the destination's backup queue, never 0; absent
+	// for a live message). payload: the message data. Unless the token
+	// allows relaying (the control plane delivering queued messages), the
+	// server replaces source with the token's subject and ignores queued.
 	FrameMessage uint8 = 6
 	// FrameAck (server → client): the message is in the mailbox. No meta, no payload.
 	FrameAck uint8 = 7

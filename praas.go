@@ -5,7 +5,9 @@
 //	func main() {
 //		praas.Register("hello", func(ctx context.Context, p *praas.Process, in []byte) ([]byte, error) {
 //			n, _ := p.State("visits")
-//			p.SetState("visits", append(n, '.'))
+//			if err := p.SetState("visits", append(n, '.')); err != nil {
+//				return nil, err // the state is at its limit
+//			}
 //			return append([]byte("hello "), in...), nil
 //		})
 //		praas.Serve()

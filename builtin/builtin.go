@@ -41,7 +41,7 @@ func echo(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { re
 // counter adds 1 to the integer in state key "counter" and returns the new value.
 func counter(_ context.Context, p *process.Process, _ []byte) ([]byte, error) {
 	var failure error
-	v := p.UpdateState("counter", func(old []byte, ok bool) []byte {
+	v, err := p.UpdateState("counter", func(old []byte, ok bool) []byte {
 		n := int64(0)
 		if ok {
 			var err error
@@ -55,7 +55,7 @@ func counter(_ context.Context, p *process.Process, _ []byte) ([]byte, error) {
 	if failure != nil {
 		return nil, failure
 	}
-	return v, nil
+	return v, err
 }
 
 // stateSet takes KEY=VALUE and stores VALUE under KEY.
@@ -64,8 +64,7 @@ func stateSet(_ context.Context, p *process.Process, in []byte) ([]byte, error) 
 	if !ok || len(key) == 0 {
 		return nil, fmt.Errorf("%w: state-set expects KEY=VALUE", errs.ErrInvalidArgument)
 	}
-	p.SetState(string(key), bytes.Clone(value))
-	return nil, nil
+	return nil, p.SetState(string(key), bytes.Clone(value))
 }
 
 // stateGet takes KEY and returns its value.
@@ -143,7 +142,9 @@ func sum(ctx context.Context, p *process.Process, _ []byte) ([]byte, error) {
 		total += n
 	}
 	out := strconv.AppendInt(nil, total, 10)
-	p.SetState("sum/"+key, out)
+	if err := p.SetState("sum/"+key, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

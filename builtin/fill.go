@@ -32,7 +32,9 @@ func stateFill(_ context.Context, p *process.Process, in []byte) ([]byte, error)
 	data := make([]byte, size)
 	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24)})
 	_, _ = r.Read(data)
-	p.SetState(f[0], data)
+	if err := p.SetState(f[0], data); err != nil {
+		return nil, err
+	}
 	return digest(data), nil
 }
 

@@ -34,10 +34,15 @@ func (p *Process) App() string { return p.rt.cfg.App }
 func (p *Process) State(key string) ([]byte, bool) { return p.rt.state.get(key) }
 
 // SetState stores data under key. The process keeps data: the caller must not
-// modify it afterwards.
-func (p *Process) SetState(key string, data []byte) {
-	p.rt.state.set(key, data)
+// modify it afterwards. It fails with errs.ErrResourceExhausted, changing
+// nothing, if the state would grow past its limit (praas up
+// --max-state-bytes).
+func (p *Process) SetState(key string, data []byte) error {
+	if err := p.rt.state.set(key, data); err != nil {
+		return err
+	}
 	p.rt.mutations.Add(1)
+	return nil
 }
 
 // DeleteState removes key.
@@ -46,9 +51,12 @@ func (p *Process) DeleteState(key string) {
 	p.rt.mutations.Add(1)
 }
 
-// UpdateState atomically replaces the value under key with fn's result;
-// fn gets the old value (ok false if absent) and must not keep it.
-func (p *Process) UpdateState(key string, fn func(old []byte, ok bool) []byte) []byte {
+// UpdateState atomically replaces the value under key with fn's result and
+// returns it; fn gets the old value (ok false if absent) and must not keep
+// it. If the result would grow the state past its limit, nothing changes:
+// UpdateState returns the old value and an error wrapping
+// errs.ErrResourceExhausted.
+func (p *Process) UpdateState(key string, fn func(old []byte, ok bool) []byte) ([]byte, error) {
 	defer p.rt.mutations.Add(1)
 	return p.rt.state.update(key, fn)
 }

@@ -74,6 +74,25 @@ type Config struct {
 	// queued regardless (see acceptMessage).
 	MaxMailbox      int
 	MaxMailboxBytes int64
+	// MaxStateBytes bounds the state's keys and values together (default
+	// DefaultMaxStateBytes): a SetState or UpdateState past it fails with
+	// errs.ErrResourceExhausted and changes nothing.
+	MaxStateBytes int64
+	// MaxInflight bounds the data-plane invocations a process has taken and
+	// not finished, running or waiting for a slot (default
+	// DefaultMaxInflight); more are refused unrun with
+	// errs.ErrResourceExhausted.
+	MaxInflight int
+	// MaxConnInflight and MaxConnInflightBytes bound one connection's
+	// invocations read and not yet answered, and the bytes of their input
+	// and output (defaults DefaultMaxConnInflight, DefaultMaxConnInflightBytes):
+	// at either, the connection is not read until answers are written, and
+	// TCP pushes back on the client. Nothing is refused.
+	MaxConnInflight      int
+	MaxConnInflightBytes int64
+	// WriteTimeout is how long a data-plane client may leave an answer
+	// unread before its connection is closed (default DefaultWriteTimeout).
+	WriteTimeout time.Duration
 	// Heartbeat is the reporting period (default 1s).
 	Heartbeat time.Duration
 	// DrainTimeout bounds how long a shutdown waits for running invocations (default 30s).
@@ -119,6 +138,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxMailboxBytes <= 0 {
 		c.MaxMailboxBytes = DefaultMaxMailboxBytes
+	}
+	if c.MaxStateBytes <= 0 {
+		c.MaxStateBytes = DefaultMaxStateBytes
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxConnInflight <= 0 {
+		c.MaxConnInflight = DefaultMaxConnInflight
+	}
+	if c.MaxConnInflightBytes <= 0 {
+		c.MaxConnInflightBytes = DefaultMaxConnInflightBytes
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = time.Second
@@ -177,39 +211,27 @@ func ConfigFromEnv() (Config, error) {
 			return c, fmt.Errorf("%s: %w", cpapi.EnvGeneration, err)
 		}
 	}
-	if v := os.Getenv(cpapi.EnvMaxConcurrency); v != "" {
-		if c.MaxConcurrency, err = strconv.Atoi(v); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxConcurrency, err)
-		}
-	}
-	if v := os.Getenv(cpapi.EnvMaxPayload); v != "" {
-		if c.MaxPayload, err = strconv.Atoi(v); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxPayload, err)
-		}
-	}
-	if v := os.Getenv(cpapi.EnvMaxMailbox); v != "" {
-		if c.MaxMailbox, err = strconv.Atoi(v); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxMailbox, err)
-		}
-	}
-	if v := os.Getenv(cpapi.EnvMaxMailboxBytes); v != "" {
-		if c.MaxMailboxBytes, err = strconv.ParseInt(v, 10, 64); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvMaxMailboxBytes, err)
-		}
-	}
-	if v := os.Getenv(cpapi.EnvHeartbeat); v != "" {
-		if c.Heartbeat, err = time.ParseDuration(v); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvHeartbeat, err)
-		}
-	}
-	if v := os.Getenv(cpapi.EnvOrphanTimeout); v != "" {
-		if c.OrphanTimeout, err = time.ParseDuration(v); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvOrphanTimeout, err)
-		}
-	}
-	if v := os.Getenv(cpapi.EnvCheckpoint); v != "" {
-		if c.CheckpointInterval, err = time.ParseDuration(v); err != nil {
-			return c, fmt.Errorf("%s: %w", cpapi.EnvCheckpoint, err)
+	for _, e := range []struct {
+		name  string
+		parse func(string) error
+	}{
+		{cpapi.EnvMaxConcurrency, intVar(&c.MaxConcurrency)},
+		{cpapi.EnvMaxPayload, intVar(&c.MaxPayload)},
+		{cpapi.EnvMaxMailbox, intVar(&c.MaxMailbox)},
+		{cpapi.EnvMaxMailboxBytes, int64Var(&c.MaxMailboxBytes)},
+		{cpapi.EnvMaxState, int64Var(&c.MaxStateBytes)},
+		{cpapi.EnvMaxInflight, intVar(&c.MaxInflight)},
+		{cpapi.EnvMaxConnInflight, intVar(&c.MaxConnInflight)},
+		{cpapi.EnvMaxConnInflightBytes, int64Var(&c.MaxConnInflightBytes)},
+		{cpapi.EnvWriteTimeout, durationVar(&c.WriteTimeout)},
+		{cpapi.EnvHeartbeat, durationVar(&c.Heartbeat)},
+		{cpapi.EnvOrphanTimeout, durationVar(&c.OrphanTimeout)},
+		{cpapi.EnvCheckpoint, durationVar(&c.CheckpointInterval)},
+	} {
+		if v := os.Getenv(e.name); v != "" {
+			if err := e.parse(v); err != nil {
+				return c, fmt.Errorf("%s: %w", e.name, err)
+			}
 		}
 	}
 	c.RestoreKey = os.Getenv(cpapi.EnvRestore)
@@ -227,10 +249,27 @@ func ConfigFromEnv() (Config, error) {
 	return c, c.Validate()
 }
 
-// Mailbox limit defaults (Config.MaxMailbox, Config.MaxMailboxBytes).
+func intVar(p *int) func(string) error {
+	return func(v string) (err error) { *p, err = strconv.Atoi(v); return err }
+}
+
+func int64Var(p *int64) func(string) error {
+	return func(v string) (err error) { *p, err = strconv.ParseInt(v, 10, 64); return err }
+}
+
+func durationVar(p *time.Duration) func(string) error {
+	return func(v string) (err error) { *p, err = time.ParseDuration(v); return err }
+}
+
+// Limit defaults: see Config.
 const (
-	DefaultMaxMailbox      = 100000
-	DefaultMaxMailboxBytes = 1 << 30
+	DefaultMaxMailbox           = 100000
+	DefaultMaxMailboxBytes      = 1 << 30
+	DefaultMaxStateBytes        = 4 << 30
+	DefaultMaxInflight          = 4096
+	DefaultMaxConnInflight      = 1024
+	DefaultMaxConnInflightBytes = 64 << 20
+	DefaultWriteTimeout         = 10 * time.Second
 )
 
 // Runtime is one running process.
@@ -255,6 +294,7 @@ type Runtime struct {
 	admitMu  sync.Mutex
 	draining atomic.Bool
 	inflight sync.WaitGroup
+	admitted atomic.Int64 // data-plane invocations admitted and not yet run, for MaxInflight
 
 	connsMu sync.Mutex
 	conns   map[*serverConn]struct{}
@@ -298,7 +338,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 		cfg:      cfg,
 		image:    im,
 		log:      cfg.Logger.With("app", cfg.App, "pid", cfg.PID),
-		state:    newState(),
+		state:    newState(cfg.MaxStateBytes),
 		mailbox:  newMailbox(),
 		triggers: newTriggers(),
 		sem:      make(chan struct{}, cfg.MaxConcurrency),
@@ -435,7 +475,7 @@ func (rt *Runtime) drain() bool {
 	rt.draining.Store(true)
 	rt.admitMu.Unlock()
 	for _, c := range rt.connections() {
-		c.goAway("process is shutting down") // a socket write: not under connsMu
+		go c.goAway("process is shutting down") // a socket write: not under connsMu, not waited for
 	}
 	drained := true
 	done := make(chan struct{})

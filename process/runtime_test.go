@@ -70,7 +70,7 @@ func testImage() *process.Image {
 		return nil, errors.New("it went wrong")
 	})
 	im.Register("append", func(_ context.Context, p *process.Process, in []byte) ([]byte, error) {
-		return p.UpdateState("log", func(old []byte, _ bool) []byte { return append(bytes.Clone(old), in...) }), nil
+		return p.UpdateState("log", func(old []byte, _ bool) []byte { return append(bytes.Clone(old), in...) })
 	})
 	im.Register("local", func(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
 		return p.Invoke(ctx, process.Self, "echo", in)

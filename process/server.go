@@ -37,6 +37,8 @@ func (rt *Runtime) acceptLoop(ctx context.Context) {
 			r:        wire.NewReader(conn, rt.cfg.MaxPayload),
 			inflight: make(map[uint64]*tracked),
 		}
+		c.w.SetWriteTimeout(rt.cfg.WriteTimeout)
+		c.room.L = &c.mu
 		rt.connsMu.Lock()
 		if rt.draining.Load() {
 			rt.connsMu.Unlock()
@@ -66,6 +68,13 @@ type serverConn struct {
 	mu       sync.Mutex
 	inflight map[uint64]*tracked // invocations received and not yet finished, for After
 	closed   bool
+	// Invocations read and not yet answered, and the bytes of their input
+	// and output: over Config.MaxConnInflight or MaxConnInflightBytes the
+	// connection stops reading until answers are written (TCP then pushes
+	// back on the client). room is signalled when they drop, and at close.
+	calls int
+	bytes int64
+	room  sync.Cond
 
 	inline atomic.Pointer[reader] // the reader running an invocation inline, if any
 }
@@ -113,6 +122,10 @@ func (c *serverConn) readFrames(ctx context.Context) {
 		return pooled
 	}
 	for {
+		if !c.waitForRoom() {
+			c.finish()
+			return
+		}
 		pooled, decoded = nil, nil
 		f, err := c.r.NextInto(borrow)
 		if err != nil {
@@ -171,7 +184,7 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				if err != nil {
 					c.replyError(f.ID, err)
 				} else {
-					_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)
+					c.send(wire.FrameAck, f.ID, nil, nil)
 				}
 				continue
 			}
@@ -180,12 +193,12 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				c.replyError(f.ID, err)
 				continue
 			}
-			_ = c.w.WriteFrame(wire.FrameAck, f.ID, nil, nil)
+			c.send(wire.FrameAck, f.ID, nil, nil)
 			if run != nil && !r.runInline(ctx, run) {
 				return // a triggered invocation took its time: another goroutine reads now
 			}
 		case wire.FramePing:
-			_ = c.w.WriteFrame(wire.FramePong, f.ID, nil, f.Payload)
+			c.send(wire.FramePong, f.ID, nil, f.Payload)
 		default:
 			c.fatal(errs.InvalidArgument, fmt.Errorf("%w: unexpected frame type %d", wire.ErrMalformed, f.Type))
 			return
@@ -237,22 +250,64 @@ func (c *serverConn) handshake() error {
 // fatal answers a connection-level error and finishes the connection;
 // other connections are not affected.
 func (c *serverConn) fatal(code errs.Code, err error) {
-	_ = c.w.WriteFrame(wire.FrameError, 0, wire.EncodeCode(code), []byte(err.Error()))
+	c.send(wire.FrameError, 0, wire.EncodeCode(code), []byte(err.Error()))
 	c.finish()
+}
+
+// send writes a frame. A write that fails (the peer went away, or did not
+// read within Config.WriteTimeout) closes the connection: its reader stops
+// and nothing waits on the peer any longer.
+func (c *serverConn) send(typ uint8, id uint64, meta, payload []byte) {
+	if err := c.w.WriteFrame(typ, id, meta, payload); err != nil {
+		c.close()
+	}
 }
 
 func (c *serverConn) close() {
 	c.mu.Lock()
 	already := c.closed
 	c.closed = true
+	c.room.Broadcast()
 	c.mu.Unlock()
 	if !already {
 		c.conn.Close()
 	}
 }
 
+// goAway tells the client to take new work elsewhere. Sent from drain on a
+// goroutine of its own: it may wait behind a result the client is slow to
+// read, and drain must not.
 func (c *serverConn) goAway(reason string) {
-	_ = c.w.WriteFrame(wire.FrameGoAway, 0, wire.EncodeCode(errs.Unavailable), []byte(reason))
+	c.send(wire.FrameGoAway, 0, wire.EncodeCode(errs.Unavailable), []byte(reason))
+}
+
+// waitForRoom blocks the reader while the connection's unanswered
+// invocations are at their limits, and reports false once it is closed.
+// One invocation is always let in, whatever its size.
+func (c *serverConn) waitForRoom() bool {
+	cfg := &c.rt.cfg
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.closed && c.calls > 0 && (c.calls >= cfg.MaxConnInflight || c.bytes >= cfg.MaxConnInflightBytes) {
+		c.room.Wait()
+	}
+	return !c.closed
+}
+
+// hold counts n more bytes of an unanswered invocation (its input, then
+// its output); release gives back an answered one's.
+func (c *serverConn) hold(n int) {
+	c.mu.Lock()
+	c.bytes += int64(n)
+	c.mu.Unlock()
+}
+
+func (c *serverConn) release(n int) {
+	c.mu.Lock()
+	c.calls--
+	c.bytes -= int64(n)
+	c.room.Signal() // only the reader waits
+	c.mu.Unlock()
 }
 
 // refuse answers a request the connection's token does not allow; the
@@ -266,7 +321,7 @@ func (c *serverConn) replyError(id uint64, err error) {
 	if code == errs.Unknown {
 		code = errs.Internal
 	}
-	_ = c.w.WriteFrame(wire.FrameError, id, wire.EncodeCode(code), []byte(err.Error()))
+	c.send(wire.FrameError, id, wire.EncodeCode(code), []byte(err.Error()))
 }
 
 // startInvocation registers an invocation and returns the function that
@@ -275,17 +330,10 @@ func (c *serverConn) replyError(id uint64, err error) {
 // pooled, if not nil, is input's buffer, given back to the pool once the
 // result is written.
 func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte) func(context.Context) {
-	rt := c.rt
-	rt.admitMu.Lock()
-	defer rt.admitMu.Unlock()
-	if rt.draining.Load() {
-		c.replyError(id, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID))
-		putInput(pooled)
-		return nil
-	}
-	fn, ok := rt.image.Lookup(inv.Function)
-	if !ok {
-		c.replyError(id, fmt.Errorf("%w: function %q is not in the image of %s/%s", errs.ErrNotFound, inv.Function, rt.cfg.App, rt.cfg.PID))
+	fn, err := c.admit(inv.Function)
+	if err != nil {
+		// Answered outside admitMu: a socket write may wait on the client.
+		c.replyError(id, err)
 		putInput(pooled)
 		return nil
 	}
@@ -301,33 +349,68 @@ func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled [
 		// An id not in flight has finished (frames are read in order).
 	}
 	c.inflight[id] = &tracked{}
+	c.calls++
+	c.bytes += int64(len(input))
 	c.mu.Unlock()
 
-	rt.inflight.Add(1)
 	return func(ctx context.Context) {
-		defer rt.inflight.Done()
-		if len(waitFor) > 0 {
-			Blocking(ctx)
-		}
-		for _, ch := range waitFor {
-			<-ch
-		}
-		out, err := rt.execute(ctx, fn, input)
+		out, err := c.run(ctx, fn, input, waitFor)
 		c.mu.Lock()
 		if t := c.inflight[id]; t != nil && t.done != nil {
 			close(t.done)
 		}
 		delete(c.inflight, id)
 		c.mu.Unlock()
+		// Drain waits for the run, not for this write: a client slow to
+		// read its answer holds up only itself (and its connection, closed
+		// after Config.WriteTimeout).
+		c.hold(len(out))
 		if err != nil {
 			c.replyError(id, err)
 		} else {
-			_ = c.w.WriteFrame(wire.FrameResult, id, nil, out)
+			c.send(wire.FrameResult, id, nil, out)
 		}
 		if pooled != nil {
 			putInput(pooled) // the result, possibly the input itself, is written
 		}
+		c.release(len(input) + len(out))
 	}
+}
+
+// admit checks, atomically with drain, that an invocation of function may
+// start, and counts it in flight; the caller must then run it (see run).
+func (c *serverConn) admit(function string) (*Function, error) {
+	rt := c.rt
+	rt.admitMu.Lock()
+	defer rt.admitMu.Unlock()
+	if rt.draining.Load() {
+		return nil, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
+	}
+	fn, ok := rt.image.Lookup(function)
+	if !ok {
+		return nil, fmt.Errorf("%w: function %q is not in the image of %s/%s", errs.ErrNotFound, function, rt.cfg.App, rt.cfg.PID)
+	}
+	if n := rt.admitted.Load(); n >= int64(rt.cfg.MaxInflight) {
+		return nil, fmt.Errorf("%w: process %s/%s has %d invocations in flight (limit %d); retry later",
+			errs.ErrResourceExhausted, rt.cfg.App, rt.cfg.PID, n, rt.cfg.MaxInflight)
+	}
+	rt.admitted.Add(1)
+	rt.inflight.Add(1)
+	return fn, nil
+}
+
+// run runs an admitted invocation once the invocations it comes after
+// have finished.
+func (c *serverConn) run(ctx context.Context, fn *Function, input []byte, after []chan struct{}) ([]byte, error) {
+	defer c.rt.admitted.Add(-1)
+	defer c.rt.inflight.Done()
+	if len(after) > 0 {
+		Blocking(ctx)
+	}
+	for _, ch := range after {
+		<-ch
+	}
+	return c.rt.execute(ctx, fn, input)
 }
 
 // execute runs one invocation under the concurrency limit, with accounting.

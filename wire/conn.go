@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Frame is one received frame. Meta and Payload alias one buffer that
@@ -114,11 +115,47 @@ type Writer struct {
 	bufs    net.Buffers
 	vec     [2][]byte // backing array of bufs, so a writev allocates nothing
 	err     error     // sticky: after a write error every write fails
+
+	// With a write timeout, a peer that does not read fails the write
+	// that waits on it (and every later one) instead of holding the
+	// writer, and whoever waits for it, forever.
+	timeout  time.Duration
+	deadline time.Time // the deadline set on conn
+	conn     interface{ SetWriteDeadline(time.Time) error }
 }
 
 // NewWriter writes to w (usually a *net.TCPConn, so writev applies).
 func NewWriter(w io.Writer) *Writer {
 	return &Writer{w: w, buf: make([]byte, 0, writeBufferSize)}
+}
+
+// SetWriteTimeout makes every write fail once the peer has not taken its
+// bytes for between d/2 and d (the deadline is renewed only when half of it
+// is gone, which spares a timer update per frame); 0 turns it off. It
+// applies if the writer writes to a net.Conn (or anything with
+// SetWriteDeadline). Call it before the first write.
+func (w *Writer) SetWriteTimeout(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timeout = d
+	w.conn, _ = w.w.(interface{ SetWriteDeadline(time.Time) error })
+	if d <= 0 && w.conn != nil && !w.deadline.IsZero() {
+		_ = w.conn.SetWriteDeadline(time.Time{})
+		w.deadline = time.Time{}
+	}
+}
+
+// armDeadline renews the write deadline if less than half of it is left.
+func (w *Writer) armDeadline() {
+	if w.timeout <= 0 || w.conn == nil {
+		return
+	}
+	now := time.Now()
+	if w.deadline.Sub(now) >= w.timeout/2 {
+		return
+	}
+	w.deadline = now.Add(w.timeout)
+	_ = w.conn.SetWriteDeadline(w.deadline)
 }
 
 // WriteFrame writes one frame. meta and payload are not retained.
@@ -145,6 +182,7 @@ func (w *Writer) WriteFrame(typ uint8, id uint64, meta, payload []byte) error {
 		// Header and payload leave in one writev, the payload from the caller's memory.
 		w.vec = [2][]byte{w.buf, payload}
 		w.bufs = w.vec[:]
+		w.armDeadline()
 		_, err := w.bufs.WriteTo(w.w)
 		w.vec = [2][]byte{} // do not keep the caller's payload alive
 		w.buf = w.buf[:0]
@@ -164,6 +202,7 @@ func (w *Writer) flushLocked() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
+	w.armDeadline()
 	_, err := w.w.Write(w.buf)
 	if cap(w.buf) > 4*writeBufferSize {
 		w.buf = make([]byte, 0, writeBufferSize) // don't keep a huge buffer after one big burst

@@ -299,14 +299,14 @@ func reduceState(_ context.Context, p *praas.Process, in []byte) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	p.UpdateState("vec/"+key, func(old []byte, ok bool) []byte {
+	_, err = p.UpdateState("vec/"+key, func(old []byte, ok bool) []byte {
 		if !ok || len(old) != len(vec) {
 			old = make([]byte, len(vec))
 		}
 		addInto(old, vec)
 		return old
 	})
-	return nil, nil
+	return nil, err
 }
 
 // reduceRedis keeps the vector in Redis: GET, add, SET.
@@ -394,7 +394,9 @@ func fillState(_ context.Context, p *praas.Process, in []byte) ([]byte, error) {
 		n := min(total, chunk)
 		b := make([]byte, n)
 		_, _ = rng.Read(b)
-		p.SetState(fmt.Sprintf("blob/%06d", i), b)
+		if err := p.SetState(fmt.Sprintf("blob/%06d", i), b); err != nil {
+			return nil, err
+		}
 		total -= n
 	}
 	return digest(p), nil

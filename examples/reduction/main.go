@@ -29,6 +29,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -135,7 +136,9 @@ func (c Config) train(ctx context.Context, p *praas.Process, in []byte) ([]byte,
 	if err := p.Send(ctx, f[1], "reduce:"+f[0], encode(g)); err != nil {
 		return nil, err
 	}
-	p.SetState("trained", []byte(f[0]))
+	if err := p.SetState("trained", []byte(f[0])); err != nil {
+		return nil, err
+	}
 	return fmt.Appendf(nil, "%s sent %d values to %s for round %d", p.PID(), len(g), f[1], round), nil
 }
 
@@ -176,15 +179,17 @@ func (c Config) reduce(ctx context.Context, p *praas.Process, _ []byte) ([]byte,
 	}
 	// A round is reduced once: a repeated one (a driver that retried) is refused.
 	var again bool
-	p.UpdateState("reduced/"+key, func(old []byte, ok bool) []byte {
+	if _, err := p.UpdateState("reduced/"+key, func(old []byte, ok bool) []byte {
 		again = ok
 		return []byte("1")
-	})
+	}); err != nil {
+		return nil, err
+	}
 	if again {
 		return nil, fmt.Errorf("%w: round %d was already reduced", errs.ErrAlreadyExists, round)
 	}
 	var failure error
-	p.UpdateState("model", func(old []byte, ok bool) []byte {
+	_, err = p.UpdateState("model", func(old []byte, ok bool) []byte {
 		m := modelState{Model: make([]float64, c.Dim)}
 		if ok {
 			if err := json.Unmarshal(old, &m); err != nil {
@@ -204,7 +209,7 @@ func (c Config) reduce(ctx context.Context, p *praas.Process, _ []byte) ([]byte,
 		}
 		return b
 	})
-	return nil, failure
+	return nil, errors.Join(failure, err)
 }
 
 // model returns the model state as JSON.

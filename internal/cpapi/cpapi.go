@@ -66,11 +66,22 @@ const (
 	// messages and their bytes.
 	EnvMaxMailbox      = "PRAAS_MAX_MAILBOX"
 	EnvMaxMailboxBytes = "PRAAS_MAX_MAILBOX_BYTES"
-	EnvHeartbeat       = "PRAAS_HEARTBEAT" // a time.Duration
-	EnvSwap            = "PRAAS_SWAP"      // swap store URL, for a runtime without a control plane only
-	EnvRestore         = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
-	EnvCheckpoint      = "PRAAS_CHECKPOINT_INTERVAL"
-	EnvOrphanTimeout   = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
+	// EnvMaxState bounds the bytes of a process's state.
+	EnvMaxState = "PRAAS_MAX_STATE_BYTES"
+	// EnvMaxInflight bounds the invocations a process has taken and not
+	// finished; EnvMaxConnInflight and EnvMaxConnInflightBytes bound one
+	// data-plane connection's unanswered invocations (reading pauses);
+	// EnvWriteTimeout (a time.Duration) is how long a client may leave an
+	// answer unread before its connection is closed.
+	EnvMaxInflight          = "PRAAS_MAX_INFLIGHT"
+	EnvMaxConnInflight      = "PRAAS_MAX_CONN_INFLIGHT"
+	EnvMaxConnInflightBytes = "PRAAS_MAX_CONN_INFLIGHT_BYTES"
+	EnvWriteTimeout         = "PRAAS_WRITE_TIMEOUT"
+	EnvHeartbeat            = "PRAAS_HEARTBEAT" // a time.Duration
+	EnvSwap                 = "PRAAS_SWAP"      // swap store URL, for a runtime without a control plane only
+	EnvRestore              = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
+	EnvCheckpoint           = "PRAAS_CHECKPOINT_INTERVAL"
+	EnvOrphanTimeout        = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
 
 	// TLS (see docs/security.md). EnvTLSCA is the PEM of the CA that signed
 	// the control planes' certificates, to reach their https:// URLs;

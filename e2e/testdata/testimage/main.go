@@ -139,7 +139,7 @@ func appendChain(ctx context.Context, p *praas.Process, in []byte) ([]byte, erro
 	}
 	return p.UpdateState("chain", func(old []byte, _ bool) []byte {
 		return append(bytes.Clone(old), text...)
-	}), nil
+	})
 }
 
 // busy takes MS: it sets state key "busy" to "running", sleeps MS

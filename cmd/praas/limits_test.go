@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -48,4 +49,35 @@ func TestProcessesPerAppLimit(t *testing.T) {
 	mustPraas(t, "", "process", "create", "demo", "--pid", "p2")
 	mustPraas(t, "", "process", "delete", "demo", "p2")
 	mustPraas(t, "", "process", "create", "demo", "--pid", "p3")
+}
+
+// A process at --max-state-bytes refuses a change that grows its state:
+// the invoke fails with resource_exhausted (HTTP 429) and the state keeps
+// what it had, through a swap.
+func TestStateLimitThroughCLI(t *testing.T) {
+	startControlPlane(t, t.TempDir(), "--max-state-bytes", "10000")
+	mustPraas(t, "", "app", "create", "demo")
+	mustPraas(t, "", "process", "create", "demo", "--pid", "p1")
+	first := mustPraas(t, "", "invoke", "demo", "state-fill", "--pid", "p1", "--data", "a 6000 1")
+	_, errOut, code := runCLI(t, "", "invoke", "demo", "state-fill", "--pid", "p1", "--data", "b 6000 2")
+	if code == 0 || !strings.Contains(errOut, "resource exhausted") {
+		t.Fatalf("state past its limit: exit %d: %s", code, errOut)
+	}
+	req, _ := http.NewRequest("POST", os.Getenv(EnvEndpoint)+"/v1/apps/demo/invoke/state-fill?pid=p1", strings.NewReader("c 9000 3"))
+	req.Header.Set("Authorization", "Bearer "+token())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("REST invoke past the state limit: %s, want 429", resp.Status)
+	}
+	mustPraas(t, "", "process", "swap", "demo", "p1")
+	if got := mustPraas(t, "", "invoke", "demo", "state-digest", "--pid", "p1", "--data", "a"); strings.TrimSpace(got) != strings.TrimSpace(first) {
+		t.Fatalf("state a after the refusals and a swap: %q, want %q", got, first)
+	}
+	if _, errOut, code := runCLI(t, "", "invoke", "demo", "state-get", "--pid", "p1", "--data", "b"); code == 0 || !strings.Contains(errOut, "is not set") {
+		t.Fatalf("state b, refused: exit %d: %s", code, errOut)
+	}
 }

@@ -29,36 +29,42 @@ import (
 
 // upConfig holds the flags of `praas up`.
 type upConfig struct {
-	listen           string
-	data             string
-	backend          string
-	metadata         string
-	swap             string
-	logLevel         string
-	maxConcurrency   int
-	maxPayload       int
-	maxProcesses     int
-	maxMailbox       int
-	maxMailboxBytes  int64
-	heartbeatTimeout time.Duration
-	stopTimeout      time.Duration
-	idleTimeout      time.Duration
-	checkpoint       time.Duration
-	replicaID        string
-	leaseTTL         time.Duration
-	url              string
-	runDir           string
-	isolation        string
-	isolationUIDs    string
-	orphanTimeout    time.Duration
-	adminKey         string
-	signingKey       string
-	noAuth           bool
-	tlsCert          string
-	tlsKey           string
-	tlsCA            string
-	tlsCAKey         string
-	tlsCertTTL       time.Duration
+	listen          string
+	data            string
+	backend         string
+	metadata        string
+	swap            string
+	logLevel        string
+	maxConcurrency  int
+	maxPayload      int
+	maxProcesses    int
+	maxMailbox      int
+	maxMailboxBytes int64
+	// limits of each process, passed in its environment (see process.Config)
+	maxState             int64
+	maxInflight          int
+	maxConnInflight      int
+	maxConnInflightBytes int64
+	writeTimeout         time.Duration
+	heartbeatTimeout     time.Duration
+	stopTimeout          time.Duration
+	idleTimeout          time.Duration
+	checkpoint           time.Duration
+	replicaID            string
+	leaseTTL             time.Duration
+	url                  string
+	runDir               string
+	isolation            string
+	isolationUIDs        string
+	orphanTimeout        time.Duration
+	adminKey             string
+	signingKey           string
+	noAuth               bool
+	tlsCert              string
+	tlsKey               string
+	tlsCA                string
+	tlsCAKey             string
+	tlsCertTTL           time.Duration
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -84,6 +90,11 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.IntVar(&cfg.maxPayload, "max-payload", 64<<20, "largest invocation input or message, in bytes")
 	f.IntVar(&cfg.maxMailbox, "max-mailbox", process.DefaultMaxMailbox, "unread messages a process holds; more are refused with resource_exhausted")
 	f.Int64Var(&cfg.maxMailboxBytes, "max-mailbox-bytes", process.DefaultMaxMailboxBytes, "bytes of unread messages a process holds; more are refused with resource_exhausted")
+	f.Int64Var(&cfg.maxState, "max-state-bytes", process.DefaultMaxStateBytes, "bytes of state (keys and values) a process holds; a change past it fails with resource_exhausted")
+	f.IntVar(&cfg.maxInflight, "max-inflight", process.DefaultMaxInflight, "invocations a process has taken and not finished (running or waiting for a slot); more are refused with resource_exhausted")
+	f.IntVar(&cfg.maxConnInflight, "max-conn-inflight", process.DefaultMaxConnInflight, "unanswered invocations of one data-plane connection; past it the process stops reading that connection until answers are written")
+	f.Int64Var(&cfg.maxConnInflightBytes, "max-conn-inflight-bytes", process.DefaultMaxConnInflightBytes, "bytes of input and output of one connection's unanswered invocations; past it the process stops reading that connection")
+	f.DurationVar(&cfg.writeTimeout, "write-timeout", process.DefaultWriteTimeout, "how long a data-plane client may leave an answer unread before its connection is closed")
 	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
@@ -116,8 +127,19 @@ func (c *cli) up(cfg upConfig) error {
 	if cfg.backend != "local" {
 		return fmt.Errorf("--backend %q: only local is available", cfg.backend)
 	}
-	if cfg.maxConcurrency <= 0 || cfg.maxPayload <= 0 || cfg.maxProcesses <= 0 || cfg.maxMailbox <= 0 || cfg.maxMailboxBytes <= 0 {
-		return fmt.Errorf("--max-concurrency, --max-payload, --max-processes-per-app, --max-mailbox and --max-mailbox-bytes must be positive")
+	for _, l := range []struct {
+		flag  string
+		value int64
+	}{
+		{"max-concurrency", int64(cfg.maxConcurrency)}, {"max-payload", int64(cfg.maxPayload)},
+		{"max-processes-per-app", int64(cfg.maxProcesses)}, {"max-mailbox", int64(cfg.maxMailbox)},
+		{"max-mailbox-bytes", cfg.maxMailboxBytes}, {"max-state-bytes", cfg.maxState},
+		{"max-inflight", int64(cfg.maxInflight)}, {"max-conn-inflight", int64(cfg.maxConnInflight)},
+		{"max-conn-inflight-bytes", cfg.maxConnInflightBytes}, {"write-timeout", int64(cfg.writeTimeout)},
+	} {
+		if l.value <= 0 {
+			return fmt.Errorf("--%s must be positive", l.flag)
+		}
 	}
 	if cfg.orphanTimeout <= 0 {
 		return fmt.Errorf("--orphan-timeout must be positive")
@@ -220,6 +242,11 @@ func (c *cli) up(cfg upConfig) error {
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),
 			cpapi.EnvMaxMailbox + "=" + strconv.Itoa(cfg.maxMailbox),
 			cpapi.EnvMaxMailboxBytes + "=" + strconv.FormatInt(cfg.maxMailboxBytes, 10),
+			cpapi.EnvMaxState + "=" + strconv.FormatInt(cfg.maxState, 10),
+			cpapi.EnvMaxInflight + "=" + strconv.Itoa(cfg.maxInflight),
+			cpapi.EnvMaxConnInflight + "=" + strconv.Itoa(cfg.maxConnInflight),
+			cpapi.EnvMaxConnInflightBytes + "=" + strconv.FormatInt(cfg.maxConnInflightBytes, 10),
+			cpapi.EnvWriteTimeout + "=" + cfg.writeTimeout.String(),
 			cpapi.EnvCheckpoint + "=" + cfg.checkpoint.String(),
 			cpapi.EnvOrphanTimeout + "=" + cfg.orphanTimeout.String(),
 		},

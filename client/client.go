@@ -73,6 +73,8 @@ type Client struct {
 	conns map[string]*DataConn // app/pid → data-plane connection
 
 	dataTLS dataTLS // how data-plane connections are dialed; see tls.go
+
+	waitWhenFull time.Duration // see WithWaitWhenFull
 }
 
 // Option configures a Client.
@@ -81,6 +83,14 @@ type Option func(*Client)
 // WithToken makes the client authenticate with an API key (the admin's or
 // an application's), sent as "Authorization: Bearer TOKEN".
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// WithWaitWhenFull makes Invoke and SendMessage wait, for up to max in
+// all, while the process refuses the call because it is at a limit
+// (errs.ResourceExhausted: its mailbox is full, it has too many
+// invocations in flight): they try again with a growing pause. Without it
+// such a refusal is returned at once. Refused calls did not run, so this
+// never runs a call twice.
+func WithWaitWhenFull(max time.Duration) Option { return func(c *Client) { c.waitWhenFull = max } }
 
 // WithHTTPClient makes the client use hc, e.g. one that trusts a private CA.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
@@ -131,6 +141,12 @@ func (e *APIError) Error() string { return e.Message }
 
 // Unwrap returns the sentinel of the code.
 func (e *APIError) Unwrap() error { return errs.New(e.Code, e.Message) }
+
+// Is makes a 413 match errs.ErrTooLarge: one payload over its size limit,
+// unlike a quota (429), which frees up.
+func (e *APIError) Is(target error) bool {
+	return target == errs.ErrTooLarge && e.Status == http.StatusRequestEntityTooLarge
+}
 
 func decodeError(resp *http.Response) error {
 	var body struct {
@@ -247,8 +263,14 @@ func (c *Client) SwapProcess(ctx context.Context, app, pid string) (Process, err
 	return p, err
 }
 
-// SendMessage puts a message into a process's mailbox through the control plane.
+// SendMessage puts a message into a process's mailbox through the control
+// plane. A message refused because the mailbox is full
+// (errs.ResourceExhausted) is not in it; see WithWaitWhenFull.
 func (c *Client) SendMessage(ctx context.Context, app, pid, key string, data []byte) error {
+	return c.whileFull(ctx, func() error { return c.sendMessage(ctx, app, pid, key, data) })
+}
+
+func (c *Client) sendMessage(ctx context.Context, app, pid, key string, data []byte) error {
 	path := "/v1/apps/" + esc(app) + "/processes/" + esc(pid) + "/messages/" + esc(key)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint+path, bytes.NewReader(data))
 	if err != nil {

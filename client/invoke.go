@@ -19,7 +19,19 @@ import (
 // within ctx. A call whose answer never came (errs.OutcomeUnknown: the
 // process died or the connection broke after it was sent) is not: it may
 // have run, and only the caller knows whether running it twice is safe.
+// A call refused unrun because the process is at a limit
+// (errs.ResourceExhausted) fails at once, or is tried again for as long as
+// WithWaitWhenFull allows.
 func (c *Client) Invoke(ctx context.Context, app, pid, function string, input []byte) ([]byte, error) {
+	var out []byte
+	err := c.whileFull(ctx, func() (err error) {
+		out, err = c.invoke(ctx, app, pid, function, input)
+		return err
+	})
+	return out, err
+}
+
+func (c *Client) invoke(ctx context.Context, app, pid, function string, input []byte) ([]byte, error) {
 	if pid != "" {
 		if dc := c.cachedConn(app, pid); dc != nil {
 			out, err := dc.Invoke(ctx, function, input)
@@ -47,6 +59,32 @@ func (c *Client) Invoke(ctx context.Context, app, pid, function string, input []
 		case <-time.After(backoff):
 		}
 		backoff *= 2
+	}
+}
+
+// whileFull runs call, and runs it again while it is refused with
+// errs.ResourceExhausted (a quota: a full mailbox, too many invocations in
+// flight) and the client's WithWaitWhenFull allows: a refused call did not
+// run, so trying again is safe. A payload over its size limit is not tried
+// again.
+func (c *Client) whileFull(ctx context.Context, call func() error) error {
+	deadline := time.Now().Add(c.waitWhenFull)
+	backoff := 10 * time.Millisecond
+	for {
+		err := call()
+		if errs.CodeOf(err) != errs.ResourceExhausted || errors.Is(err, errs.ErrTooLarge) {
+			return err
+		}
+		wait := min(backoff, time.Until(deadline))
+		if wait <= 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 

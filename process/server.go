@@ -447,8 +447,12 @@ func (rt *Runtime) call(ctx context.Context, fn *Function, input []byte) (out []
 	if err == nil {
 		return out, nil
 	}
-	if code := errs.CodeOf(err); code == errs.Unknown || code == errs.Unavailable {
-		// Unavailable is reserved for "not run": clients retry those elsewhere.
+	switch errs.CodeOf(err) {
+	case errs.Unknown, errs.Unavailable, errs.ResourceExhausted, errs.OutcomeUnknown:
+		// These codes say what became of a call as a whole: Unavailable and
+		// ResourceExhausted "refused, not run" (callers retry them), and
+		// OutcomeUnknown "may have run". A function that ran and returned
+		// one (its state at its limit, a call of its own refused) failed.
 		err = fmt.Errorf("%w: %w", errs.ErrFunctionFailed, err)
 	}
 	return out, err

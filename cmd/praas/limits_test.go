@@ -52,8 +52,10 @@ func TestProcessesPerAppLimit(t *testing.T) {
 }
 
 // A process at --max-state-bytes refuses a change that grows its state:
-// the invoke fails with resource_exhausted (HTTP 429) and the state keeps
-// what it had, through a swap.
+// SetState fails with resource_exhausted, which the function returns, so
+// the invoke fails as function_failed (HTTP 422: it ran; resource_exhausted
+// would tell the caller it did not), and the state keeps what it had,
+// through a swap.
 func TestStateLimitThroughCLI(t *testing.T) {
 	startControlPlane(t, t.TempDir(), "--max-state-bytes", "10000")
 	mustPraas(t, "", "app", "create", "demo")
@@ -70,8 +72,8 @@ func TestStateLimitThroughCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("REST invoke past the state limit: %s, want 429", resp.Status)
+	if resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("REST invoke past the state limit: %s, want 422", resp.Status)
 	}
 	mustPraas(t, "", "process", "swap", "demo", "p1")
 	if got := mustPraas(t, "", "invoke", "demo", "state-digest", "--pid", "p1", "--data", "a"); strings.TrimSpace(got) != strings.TrimSpace(first) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -269,5 +270,39 @@ func TestStateLimit(t *testing.T) {
 	p.DeleteState("b")
 	if err := p.SetState("c", make([]byte, 900)); err != nil {
 		t.Fatalf("after a delete made room: %v", err)
+	}
+}
+
+// Other clients' latency while one client pipelines large invocations and
+// reads nothing: reported as p99 against an idle run of the same test.
+// Asserted only loosely (machines running tests are noisy): a connection
+// that stops reading must not stall the process for anyone else.
+func TestSlowReaderOthersLatency(t *testing.T) {
+	var runs atomic.Int64
+	rt, tok := startRuntime(t, countingImage(&runs))
+	good := dial(t, rt, tok)
+	p99 := func() time.Duration {
+		const n = 2000
+		lat := make([]time.Duration, n)
+		for i := range lat {
+			start := time.Now()
+			if _, err := good.Invoke(context.Background(), "echo", []byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			lat[i] = time.Since(start)
+		}
+		slices.Sort(lat)
+		return lat[n*99/100]
+	}
+	idle := p99()
+	for range 4 {
+		dialRaw(t, rt.Addr(), tok).pipeline(t, "big", make([]byte, 1<<20), 64)
+	}
+	waitStill(&runs)
+	loaded := p99()
+	t.Logf("p99 of a 4-byte echo: %s idle, %s with 4 clients not reading 64 answers of 1 MiB each (%.2fx)",
+		idle, loaded, float64(loaded)/float64(idle))
+	if loaded > 100*idle && loaded > 50*time.Millisecond {
+		t.Fatalf("p99 %s against %s idle: the clients that do not read hold up others", loaded, idle)
 	}
 }

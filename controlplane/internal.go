@@ -17,7 +17,7 @@ func (s *Server) internalRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST "+cpapi.PathRegister, s.register)
 	m.HandleFunc("POST "+cpapi.PathHeartbeat, s.heartbeat)
 	m.HandleFunc("GET "+cpapi.PathMembers, s.members)
-	m.HandleFunc("POST "+cpapi.PathMessages, s.internalMessage)
+	m.HandleFunc("POST "+cpapi.PathMessages, s.budgeted(s.internalMessage))
 	m.HandleFunc("POST "+cpapi.PathSnapshot, s.snapshotReport)
 	m.HandleFunc("POST "+cpapi.PathFlush, s.flushBackup)
 	m.HandleFunc("POST "+cpapi.PathInvoke, s.internalInvoke)

@@ -66,6 +66,10 @@ type Config struct {
 	StopTimeout time.Duration
 	// MaxPayload bounds invocation inputs on the REST API (default 64 MiB).
 	MaxPayload int64
+	// MaxRequestBytes bounds the payload bytes of the invocations and
+	// messages being served at once (default 4 × MaxPayload); a request past
+	// it is refused with 429 resource_exhausted.
+	MaxRequestBytes int64
 	// MaxProcesses bounds the processes of one application, whatever their
 	// status (default DefaultMaxProcessesPerApp). Creating one more is
 	// refused with errs.ResourceExhausted (HTTP 429). Replicas count from
@@ -96,6 +100,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = wire.DefaultMaxPayload
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 4 * c.MaxPayload
 	}
 	if c.MaxProcesses <= 0 {
 		c.MaxProcesses = DefaultMaxProcessesPerApp
@@ -161,6 +168,7 @@ type Server struct {
 	started    time.Time
 
 	stopping chan struct{} // closed when shutdown starts: ends long polls
+	payloads byteBudget    // payload bytes of requests being served (see budgeted)
 	// bg owns every goroutine the server starts: Run cancels bgCtx and waits
 	// for them before it returns.
 	bgCtx    context.Context
@@ -179,6 +187,7 @@ func New(cfg Config) (*Server, error) {
 		watches: make(map[string]*appWatch), peers: make(map[string]*client.DataConn),
 		keys:     keyCache{byID: make(map[string]cachedKey)},
 		tokens:   newIssuer(cfg.SigningKey),
+		payloads: byteBudget{max: cfg.MaxRequestBytes},
 		stopping: make(chan struct{})}
 	if err := s.initTLS(); err != nil {
 		return nil, err
@@ -212,8 +221,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/apps/{app}/processes/{pid}", s.authed(ofApp, s.getProcess))
 	m.HandleFunc("DELETE /v1/apps/{app}/processes/{pid}", s.authed(ofApp, s.deleteProcess))
 	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/swap", s.authed(ofApp, s.swapProcess))
-	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/messages/{key}", s.authed(ofApp, s.sendMessage))
-	m.HandleFunc("POST /v1/apps/{app}/invoke/{function}", s.authed(ofApp, s.invoke))
+	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/messages/{key}", s.authed(ofApp, s.budgeted(s.sendMessage)))
+	m.HandleFunc("POST /v1/apps/{app}/invoke/{function}", s.authed(ofApp, s.budgeted(s.invoke)))
 	m.HandleFunc("POST /v1/apps/{app}/keys", s.authed(ofApp, s.createKey))
 	m.HandleFunc("GET /v1/apps/{app}/keys", s.authed(ofApp, s.listKeys))
 	m.HandleFunc("DELETE /v1/apps/{app}/keys/{id}", s.authed(ofApp, s.revokeKey))
@@ -286,9 +295,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// Refuse new work, swap every process out (they still reach the internal
 	// API to report their snapshots), then stop serving.
 	close(s.stopping)
+	startCtx, cancelStart := context.WithTimeout(context.Background(), s.cfg.StopTimeout+5*time.Second)
+	s.stopAll(startCtx) // each swap-out has StopTimeout of its own
+	cancelStart()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout+5*time.Second)
 	defer cancel()
-	s.stopAll(shutdownCtx)
 	s.closePeers()
 	_ = srv.Shutdown(shutdownCtx)
 	s.bgCancel()

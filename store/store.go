@@ -105,6 +105,12 @@ type Message struct {
 	Data []byte `json:"data"`
 }
 
+// QueueStats is the size of a backup queue.
+type QueueStats struct {
+	Messages int
+	Bytes    int64 // of the messages' Data
+}
+
 // Metadata is the control plane's registry. All methods are safe for
 // concurrent use and for use by several control planes sharing one store.
 //
@@ -156,7 +162,13 @@ type Metadata interface {
 	// ListBackup returns the queue in append order (empty, not an error, if none).
 	ListBackup(ctx context.Context, app, pid string) ([]Message, error)
 	// TrimBackup removes every message with Seq <= upTo (nil if none).
+	// Sequence numbers are never reused: AppendBackup after a trim, even one
+	// that emptied the queue, assigns a higher Seq than any before it (as
+	// long as the process exists; DeleteProcess may start it over).
 	TrimBackup(ctx context.Context, app, pid string, upTo uint64) error
+	// BackupStats returns how many messages the queue of (app, pid) holds
+	// and the bytes of their Data (zeros, not an error, if none).
+	BackupStats(ctx context.Context, app, pid string) (QueueStats, error)
 
 	// CreateKey stores k; errs.ErrAlreadyExists if a key with its ID
 	// exists, errs.ErrNotFound if k.App names an absent app.

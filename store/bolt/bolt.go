@@ -351,6 +351,9 @@ func (s *Store) AppendBackup(ctx context.Context, app, pid string, m store.Messa
 		if m.Seq, err = queue.NextSequence(); err != nil {
 			return err
 		}
+		if err := addQueueStats(queue, 1, int64(len(m.Data))); err != nil {
+			return err
+		}
 		return putJSON(queue, seqKey(m.Seq), m)
 	})
 	if err != nil {
@@ -367,6 +370,9 @@ func (s *Store) ListBackup(ctx context.Context, app, pid string) ([]store.Messag
 			return nil
 		}
 		return queue.ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				return nil // the stats
+			}
 			var m store.Message
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("bolt: decode backup %s/%s#%x: %w", app, pid, k, err)
@@ -386,14 +392,57 @@ func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) er
 		}
 		// Keys are big-endian, so the first key is the lowest seq. Restart
 		// from First after each delete: Next after Cursor.Delete may skip.
+		// The stats key sorts after every message key.
 		c := queue.Cursor()
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.First() {
+		n, bytes := 0, int64(0)
+		for k, v := c.First(); k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) <= upTo; k, v = c.First() {
+			var m store.Message
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("bolt: decode backup %s/%s#%x: %w", app, pid, k, err)
+			}
+			n, bytes = n+1, bytes+int64(len(m.Data))
 			if err := c.Delete(); err != nil {
 				return err
 			}
 		}
+		if n == 0 {
+			return nil
+		}
+		return addQueueStats(queue, -n, -bytes)
+	})
+}
+
+func (s *Store) BackupStats(ctx context.Context, app, pid string) (store.QueueStats, error) {
+	var st store.QueueStats
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		if queue := backupQueue(tx, app, pid); queue != nil {
+			st = queueStats(queue)
+		}
 		return nil
 	})
+	return st, err
+}
+
+// statsKey holds a queue's QueueStats in its bucket, beside the 8-byte
+// message keys, after all of which it sorts. Queues written before it
+// existed count from their first append or trim since.
+var statsKey = []byte("\xff\xffstats")
+
+func queueStats(queue *bbolt.Bucket) store.QueueStats {
+	v := queue.Get(statsKey)
+	if len(v) != 16 {
+		return store.QueueStats{}
+	}
+	return store.QueueStats{Messages: int(binary.BigEndian.Uint64(v)), Bytes: int64(binary.BigEndian.Uint64(v[8:]))}
+}
+
+func addQueueStats(queue *bbolt.Bucket, n int, bytes int64) error {
+	st := queueStats(queue)
+	st.Messages, st.Bytes = max(st.Messages+n, 0), max(st.Bytes+bytes, 0)
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v, uint64(st.Messages))
+	binary.BigEndian.PutUint64(v[8:], uint64(st.Bytes))
+	return queue.Put(statsKey, v)
 }
 
 func (s *Store) PutReplica(ctx context.Context, r store.Replica) error {

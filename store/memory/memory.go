@@ -38,6 +38,7 @@ type procEntry struct {
 	p      store.Process
 	seq    uint64 // last backup sequence number assigned
 	backup []store.Message
+	bytes  int64 // of the backup's Data
 }
 
 var _ store.Metadata = (*Store)(nil)
@@ -256,6 +257,7 @@ func (s *Store) AppendBackup(ctx context.Context, app, pid string, m store.Messa
 	m.Seq = e.seq
 	m.Data = bytes.Clone(m.Data)
 	e.backup = append(e.backup, m)
+	e.bytes += int64(len(m.Data))
 	return m.Seq, nil
 }
 
@@ -290,8 +292,23 @@ func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) er
 	if keep < 0 {
 		keep = len(e.backup)
 	}
+	for _, m := range e.backup[:keep] {
+		e.bytes -= int64(len(m.Data))
+	}
 	e.backup = slices.Clone(e.backup[keep:]) // lets the dropped messages be collected
 	return nil
+}
+
+func (s *Store) BackupStats(ctx context.Context, app, pid string) (store.QueueStats, error) {
+	if err := s.lock(ctx); err != nil {
+		return store.QueueStats{}, err
+	}
+	defer s.mu.Unlock()
+	e, err := s.proc(app, pid)
+	if err != nil {
+		return store.QueueStats{}, nil // no process, no queue
+	}
+	return store.QueueStats{Messages: len(e.backup), Bytes: e.bytes}, nil
 }
 
 func (s *Store) PutReplica(ctx context.Context, r store.Replica) error {

@@ -123,6 +123,18 @@ func (s *Store) backupKey(app, pid string) string {
 	return s.prefix + "backup:" + url.QueryEscape(app) + ":" + url.QueryEscape(pid)
 }
 
+// backupSizesKey is a sorted set beside a backup queue: "seq:bytes" of
+// each message, scored by seq, so a trim learns the bytes it removes
+// without reading the messages.
+func (s *Store) backupSizesKey(app, pid string) string {
+	return s.prefix + "backupsizes:" + url.QueryEscape(app) + ":" + url.QueryEscape(pid)
+}
+
+// backupBytesKey is a hash: pid → bytes of the Data in its backup queue.
+func (s *Store) backupBytesKey(app string) string {
+	return s.prefix + "backupbytes:" + url.QueryEscape(app)
+}
+
 // The scripts return 1 on success and 0 or -1 for the failures they name.
 var (
 	// KEYS apps, epochs, apprevs; ARGV name, app JSON, epoch. 0: exists.
@@ -166,22 +178,41 @@ if rev ~= ARGV[2] then return {0, rev} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return {1, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}`)
 
-	// KEYS procs, seqs, backup, revs; ARGV pid. 0: no process.
+	// KEYS procs, seqs, backup, revs, backup sizes, backup bytes; ARGV
+	// pid. 0: no process.
 	deleteProcessScript = redis.NewScript(`
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[5])
+redis.call('HDEL', KEYS[6], ARGV[1])
 return 1`)
 
-	// KEYS procs, seqs, backup; ARGV pid, message JSON. -1: no process;
-	// else the new seq. The member starts with the seq to keep equal
-	// messages apart.
+	// KEYS procs, seqs, backup, backup sizes, backup bytes; ARGV pid,
+	// message JSON, bytes of its data. -1: no process; else the new seq.
+	// The member starts with the seq to keep equal messages apart. The seq
+	// counter lives beside the queue, so a trim never resets it.
 	appendBackupScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 local seq = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 redis.call('ZADD', KEYS[3], seq, string.format('%d ', seq) .. ARGV[2])
+redis.call('ZADD', KEYS[4], seq, string.format('%d:', seq) .. ARGV[3])
+redis.call('HINCRBY', KEYS[5], ARGV[1], ARGV[3])
 return seq`)
+
+	// KEYS backup, backup sizes, backup bytes; ARGV pid, upTo.
+	trimBackupScript = redis.NewScript(`
+local n = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])) do
+  n = n + tonumber(string.match(m, ':(%d+)$'))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+if n > 0 and redis.call('HINCRBY', KEYS[3], ARGV[1], -n) <= 0 then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+return n`)
 
 	// KEYS apps, keys, key index; ARGV app ("" for admin), id, key JSON.
 	// -1: no app; 0: exists.
@@ -381,9 +412,9 @@ func (s *Store) DeleteApp(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		keys := []string{procsKey, s.seqsKey(name), s.revsKey(name), keyIndexKey}
+		keys := []string{procsKey, s.seqsKey(name), s.revsKey(name), keyIndexKey, s.backupBytesKey(name)}
 		for _, pid := range pids {
-			keys = append(keys, s.backupKey(name, pid))
+			keys = append(keys, s.backupKey(name, pid), s.backupSizesKey(name, pid))
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HDel(ctx, s.appsKey(), name)
@@ -532,7 +563,8 @@ func (s *Store) ListProcesses(ctx context.Context, app string) ([]store.Process,
 }
 
 func (s *Store) DeleteProcess(ctx context.Context, app, pid string) error {
-	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid), s.revsKey(app)}
+	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid), s.revsKey(app),
+		s.backupSizesKey(app, pid), s.backupBytesKey(app)}
 	r, err := deleteProcessScript.Run(ctx, s.rdb, keys, pid).Int64()
 	if err != nil {
 		return fmt.Errorf("redis: delete process %s/%s: %w", app, pid, err)
@@ -549,8 +581,8 @@ func (s *Store) AppendBackup(ctx context.Context, app, pid string, m store.Messa
 	if err != nil {
 		return 0, err
 	}
-	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid)}
-	r, err := appendBackupScript.Run(ctx, s.rdb, keys, pid, data).Int64()
+	keys := []string{s.procsKey(app), s.seqsKey(app), s.backupKey(app, pid), s.backupSizesKey(app, pid), s.backupBytesKey(app)}
+	r, err := appendBackupScript.Run(ctx, s.rdb, keys, pid, data, len(m.Data)).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("redis: append backup %s/%s: %w", app, pid, err)
 	}
@@ -583,11 +615,27 @@ func (s *Store) ListBackup(ctx context.Context, app, pid string) ([]store.Messag
 }
 
 func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) error {
-	err := s.rdb.ZRemRangeByScore(ctx, s.backupKey(app, pid), "-inf", strconv.FormatUint(upTo, 10)).Err()
+	keys := []string{s.backupKey(app, pid), s.backupSizesKey(app, pid), s.backupBytesKey(app)}
+	err := trimBackupScript.Run(ctx, s.rdb, keys, pid, strconv.FormatUint(upTo, 10)).Err()
 	if err != nil {
 		return fmt.Errorf("redis: trim backup %s/%s: %w", app, pid, err)
 	}
 	return nil
+}
+
+func (s *Store) BackupStats(ctx context.Context, app, pid string) (store.QueueStats, error) {
+	var n *redis.IntCmd
+	var b *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.ZCard(ctx, s.backupKey(app, pid))
+		b = p.HGet(ctx, s.backupBytesKey(app), pid)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return store.QueueStats{}, fmt.Errorf("redis: backup stats %s/%s: %w", app, pid, err)
+	}
+	bytes, _ := b.Int64() // absent: 0
+	return store.QueueStats{Messages: int(n.Val()), Bytes: bytes}, nil
 }
 
 func (s *Store) PutReplica(ctx context.Context, r store.Replica) error {

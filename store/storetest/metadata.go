@@ -55,6 +55,8 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 		{"Backup", testBackup},
 		{"BackupAbsent", testBackupAbsent},
 		{"BackupConcurrent", testBackupConcurrent},
+		{"BackupSeqAfterTrim", testBackupSeqAfterTrim},
+		{"BackupStats", testBackupStats},
 		{"AppRevision", testAppRevision},
 		{"ProcessRevision", testProcessRevision},
 		{"UpdateProcessCounter", testUpdateProcessCounter},

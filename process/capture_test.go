@@ -28,7 +28,7 @@ func TestCaptureIsOneCut(t *testing.T) {
 	}
 	const n = 3000
 	for i := range n {
-		rt.deliver(Message{Src: "src", Key: "m", Data: []byte(strconv.Itoa(i))}, false)
+		rt.deliver(Message{Src: "src", Key: "m", Data: []byte(strconv.Itoa(i))}, false, 0)
 	}
 	p := rt.Process()
 	var done atomic.Bool

@@ -13,8 +13,9 @@ import (
 
 // A mailbox flooded past its limits refuses further messages with
 // resource_exhausted, keeps every message it acknowledged, and takes
-// messages again once some are read. Messages the control plane relays (a
-// backup queue, acknowledged already) are never refused.
+// messages again once some are read. Messages the control plane delivers
+// from a backup queue (acknowledged already) are never refused; those it
+// relays live (REST sends) are.
 func TestMailboxLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -54,10 +55,18 @@ func TestMailboxLimits(t *testing.T) {
 			if err := dc.Send(ctx, "", "k", data); !errors.Is(err, errs.ErrResourceExhausted) {
 				t.Fatalf("send past the limit again: %v", err)
 			}
-			// The control plane's relayed messages are queued regardless.
+			// The control plane's live relays (REST sends) are limited too;
+			// messages it delivers from a backup queue are queued regardless.
 			relay := dial(t, rt, sign(token.Claims{App: "app", PID: "p1", Ops: token.OpSend | token.OpRelay}))
-			if err := relay.Send(ctx, "q", "k", data); err != nil {
-				t.Fatalf("relayed message refused: %v", err)
+			if err := relay.Send(ctx, "q", "k", data); !errors.Is(err, errs.ErrResourceExhausted) {
+				t.Fatalf("live relayed message past the limit: %v, want resource exhausted", err)
+			}
+			call, err := relay.GoSendQueued("q", "k", 1, data)
+			if err == nil {
+				_, err = call.Wait(ctx)
+			}
+			if err != nil {
+				t.Fatalf("queued message refused: %v", err)
 			}
 			// Every acknowledged message is still there.
 			for i := range tc.want + 1 {

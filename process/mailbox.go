@@ -27,6 +27,13 @@ type mailbox struct {
 	waiters map[string][]*waiter
 	size    int   // unread messages
 	bytes   int64 // their data
+	// queued is the highest backup-queue sequence consumed: the last
+	// message the control plane delivered from this process's backup queue
+	// is in the mailbox, was handed to a receiver, or was handed to a
+	// trigger. It is written with both triggers.mu and mu held, together
+	// with that hand-over (Runtime.deliver), and read under either, so a
+	// checkpoint (which holds both) sees it and the message together.
+	queued uint64
 }
 
 type waiter struct {
@@ -51,6 +58,11 @@ func (mb *mailbox) put(m Message) { _ = mb.putWithin(m, 0, 0) }
 func (mb *mailbox) putWithin(m Message, maxN int, maxBytes int64) error {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
+	return mb.putLocked(m, maxN, maxBytes)
+}
+
+// putLocked is putWithin with mb.mu held.
+func (mb *mailbox) putLocked(m Message, maxN int, maxBytes int64) error {
 	ws := mb.waiters[m.Key]
 	for i, w := range ws {
 		if matches(w.src, m.Src) {

@@ -144,7 +144,7 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		return err
 	}
 	if dest == Self || dest == rt.cfg.PID {
-		run, err := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}, true)
+		run, err := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}, true, 0)
 		if err != nil {
 			return err
 		}
@@ -175,10 +175,16 @@ func checkKey(key string) error {
 
 // acceptMessage takes a message that arrived over the data plane, its
 // source already set from the sender's token; it returns the invocation the
-// message triggers, if any, for the caller to run. Messages the control
-// plane relays bypass the mailbox limits: those of a backup queue were
-// acknowledged to their senders, and must not be refused.
+// message triggers, if any, for the caller to run. relayed says the
+// sender's token allows relaying (the control plane's). Messages it
+// delivers from the backup queue (m.Queued > 0) bypass the mailbox limits:
+// they were acknowledged to their senders, and must not be refused; those
+// it relays live (REST sends to an active process) are limited like any
+// other. A queue sequence from any other sender is ignored.
 func (rt *Runtime) acceptMessage(m wire.Message, data []byte, relayed bool) (func(context.Context), error) {
+	if !relayed {
+		m.Queued = 0
+	}
 	if err := checkKey(m.Key); err != nil {
 		return nil, err
 	}
@@ -187,5 +193,5 @@ func (rt *Runtime) acceptMessage(m wire.Message, data []byte, relayed bool) (fun
 	if rt.draining.Load() {
 		return nil, fmt.Errorf("%w: process %s is shutting down", errs.ErrUnavailable, rt.cfg.PID)
 	}
-	return rt.deliver(Message{Src: m.Source, Key: m.Key, Data: data}, !relayed)
+	return rt.deliver(Message{Src: m.Source, Key: m.Key, Data: data}, m.Queued == 0, m.Queued)
 }

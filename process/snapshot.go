@@ -16,8 +16,9 @@ import (
 // and at checkpoints, read at swap-in. docs/snapshot.md describes the format:
 //
 //	magic   "PRAASNAP"
-//	version uint16 (1)
+//	version uint16 (2; 1 is still read)
 //	app str16, pid str16, epoch uint64, taken int64 (unix nanos)
+//	queued uint64: highest backup-queue sequence consumed (version 2 only)
 //	records, each a tag byte and fields:
 //	  1 state entry:     key str32, value bytes64
 //	  2 mailbox message: src str32, key str32, data bytes64
@@ -28,7 +29,7 @@ import (
 // All integers are big endian; strN and bytesN are an N-bit length then bytes.
 const (
 	snapshotMagic   = "PRAASNAP"
-	snapshotVersion = 1
+	snapshotVersion = 2
 
 	recEnd     = 0
 	recState   = 1
@@ -50,6 +51,9 @@ type snapshotData struct {
 	App, PID string
 	Epoch    uint64
 	Taken    time.Time
+	// Queued is the highest backup-queue sequence the process had consumed
+	// (0 in a version 1 snapshot).
+	Queued   uint64
 	State    map[string][]byte
 	Mailbox  []Message
 	Triggers map[string][]Message
@@ -57,7 +61,7 @@ type snapshotData struct {
 
 // size is the exact encoded length, so stores can be told it up front.
 func (d *snapshotData) size() int64 {
-	n := int64(len(snapshotMagic) + 2 + 2 + len(d.App) + 2 + len(d.PID) + 8 + 8)
+	n := int64(len(snapshotMagic) + 2 + 2 + len(d.App) + 2 + len(d.PID) + 8 + 8 + 8)
 	for k, v := range d.State {
 		n += 1 + 4 + int64(len(k)) + 8 + int64(len(v))
 	}
@@ -141,6 +145,7 @@ func writeSnapshot(w io.Writer, d *snapshotData) error {
 	s.str16(d.PID)
 	s.u64(d.Epoch)
 	s.u64(uint64(d.Taken.UnixNano()))
+	s.u64(d.Queued)
 	keys := make([]string, 0, len(d.State))
 	for k := range d.State {
 		keys = append(keys, k)
@@ -275,14 +280,18 @@ func readSnapshotSized(r io.Reader, size int64) (*snapshotData, error) {
 	if s.err == nil && string(magic) != snapshotMagic {
 		return nil, fmt.Errorf("%w: not a praas snapshot", ErrCorruptSnapshot)
 	}
-	if v := s.u16(); s.err == nil && v != snapshotVersion {
-		return nil, fmt.Errorf("%w: snapshot version %d is not supported", ErrCorruptSnapshot, v)
+	version := s.u16()
+	if s.err == nil && (version < 1 || version > snapshotVersion) {
+		return nil, fmt.Errorf("%w: snapshot version %d is not supported", ErrCorruptSnapshot, version)
 	}
 	d := &snapshotData{State: make(map[string][]byte), Triggers: make(map[string][]Message)}
 	d.App = s.str16()
 	d.PID = s.str16()
 	d.Epoch = s.u64()
 	d.Taken = time.Unix(0, int64(s.u64()))
+	if version >= 2 {
+		d.Queued = s.u64()
+	}
 	for s.err == nil {
 		switch tag := s.u8(); tag {
 		case recEnd:

@@ -27,6 +27,7 @@ func smallSnapshots() []*snapshotData {
 			State:    map[string][]byte{"counter": []byte("41")},
 			Mailbox:  []Message{{Src: "x", Key: "y", Data: []byte{0, 0xff}}},
 			Triggers: map[string][]Message{"batch\x00": {{Src: "a", Key: "k"}, {Src: "b", Key: "k", Data: []byte("2")}}}},
+		{App: "app", PID: "p1", Taken: taken, Queued: 42, Mailbox: []Message{{Src: "b", Key: "k", Data: []byte("q")}}},
 	}
 }
 
@@ -59,8 +60,23 @@ func header() []byte {
 	b = append(b, 'a')
 	b = binary.BigEndian.AppendUint16(b, 1)
 	b = append(b, 'p')
-	b = binary.BigEndian.AppendUint64(b, 1) // epoch
-	return binary.BigEndian.AppendUint64(b, 2)
+	b = binary.BigEndian.AppendUint64(b, 1)    // epoch
+	b = binary.BigEndian.AppendUint64(b, 2)    // taken
+	return binary.BigEndian.AppendUint64(b, 0) // queued
+}
+
+// asVersion1 re-encodes a snapshot of version 2 as version 1, which has no
+// queued field (it must be 0 in d).
+func asVersion1(t testing.TB, d *snapshotData) []byte {
+	t.Helper()
+	if d.Queued != 0 {
+		t.Fatal("a version 1 snapshot has no queued field")
+	}
+	b := encodeSnapshot(t, d)
+	at := len(snapshotMagic) + 2 + 2 + len(d.App) + 2 + len(d.PID) + 8 + 8
+	v1 := append(bytes.Clone(b[:at]), b[at+8:]...)
+	binary.BigEndian.PutUint16(v1[len(snapshotMagic):], 1)
+	return withCRC(v1)
 }
 
 // heapAllocated is the bytes allocated on the heap so far.
@@ -88,6 +104,9 @@ func FuzzReadSnapshot(f *testing.F) {
 		f.Add(flip(good, len(good)/2))                 // corrupt
 		f.Add(append(bytes.Clone(good), 0))            // trailing byte
 		f.Add(withCRC(flip(good, len(snapshotMagic)))) // another version
+		if d.Queued == 0 {
+			f.Add(asVersion1(f, d))
+		}
 	}
 	// Lengths that claim far more than the input holds.
 	f.Add(append(header(), recState, 0xff, 0xff, 0xff, 0xff))

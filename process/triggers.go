@@ -45,13 +45,44 @@ func splitKey(key string) (function, invocation string) {
 // returns the invocation to run (the caller runs it, inline or as a
 // goroutine); otherwise nil. A limited message is refused (ResourceExhausted)
 // rather than queued in a mailbox at its limits (MaxMailbox, MaxMailboxBytes).
-func (rt *Runtime) deliver(m Message, limited bool) (func(context.Context), error) {
+//
+// queued is the message's sequence in this process's backup queue (0 for a
+// live message). A queued message is taken, whatever the limits, only if
+// its sequence is above the highest consumed so far, and that mark moves to
+// it in the same critical section (under triggers.mu and mailbox.mu, which
+// a checkpoint holds too): a snapshot holds a queued message, or the effect
+// of handing it over, exactly when its mark covers it. One at or below the
+// mark was consumed before (the queue is being delivered again after a
+// crash of the control plane or of this process): it is dropped, and the
+// caller acknowledges it as usual. A message handed to a trigger counts as
+// consumed then, not when its invocation has finished.
+func (rt *Runtime) deliver(m Message, limited bool, queued uint64) (func(context.Context), error) {
 	// Counted once the change is made, as a checkpoint that saw the count
 	// must also see the change.
 	defer rt.mutations.Add(1)
 	name, invKey := splitKey(m.Key)
 	fn, ok := rt.image.Lookup(name)
-	if !ok || fn.Trigger == NoTrigger {
+	triggered := ok && fn.Trigger != NoTrigger
+	if queued > 0 {
+		rt.triggers.mu.Lock()
+		rt.mailbox.mu.Lock()
+		if queued <= rt.mailbox.queued {
+			rt.mailbox.mu.Unlock()
+			rt.triggers.mu.Unlock()
+			return nil, nil
+		}
+		rt.mailbox.queued = queued
+		var batch []Message
+		if triggered {
+			batch = rt.triggers.addLocked(fn, name, invKey, m)
+		} else {
+			_ = rt.mailbox.putLocked(m, 0, 0) // no limits: it cannot fail
+		}
+		rt.mailbox.mu.Unlock()
+		rt.triggers.mu.Unlock()
+		return rt.triggerRun(fn, invKey, batch), nil
+	}
+	if !triggered {
 		if !limited {
 			rt.mailbox.put(m)
 			return nil, nil
@@ -59,26 +90,40 @@ func (rt *Runtime) deliver(m Message, limited bool) (func(context.Context), erro
 		return nil, rt.mailbox.putWithin(m, rt.cfg.MaxMailbox, rt.cfg.MaxMailboxBytes)
 	}
 	var batch []Message
-	switch fn.Trigger {
-	case Standard:
+	if fn.Trigger == Standard {
 		batch = []Message{m}
-	case MultiSourceTrigger, BatchTrigger:
-		bufKey := name + "\x00"
-		if fn.Trigger == MultiSourceTrigger {
-			bufKey += invKey
-		}
+	} else {
 		rt.triggers.mu.Lock()
-		buf := append(rt.triggers.pending[bufKey], m)
-		if len(buf) >= fn.N {
-			batch = buf
-			delete(rt.triggers.pending, bufKey)
-		} else {
-			rt.triggers.pending[bufKey] = buf
-		}
+		batch = rt.triggers.addLocked(fn, name, invKey, m)
 		rt.triggers.mu.Unlock()
 	}
+	return rt.triggerRun(fn, invKey, batch), nil
+}
+
+// addLocked hands m to fn's trigger and returns the messages of the
+// invocation it completes, or nil if the trigger waits for more. t.mu is
+// held.
+func (t *triggers) addLocked(fn *Function, name, invKey string, m Message) []Message {
+	if fn.Trigger == Standard {
+		return []Message{m}
+	}
+	bufKey := name + "\x00"
+	if fn.Trigger == MultiSourceTrigger {
+		bufKey += invKey
+	}
+	buf := append(t.pending[bufKey], m)
+	if len(buf) < fn.N {
+		t.pending[bufKey] = buf
+		return nil
+	}
+	delete(t.pending, bufKey)
+	return buf
+}
+
+// triggerRun returns the invocation of fn that batch starts (nil for none).
+func (rt *Runtime) triggerRun(fn *Function, invKey string, batch []Message) func(context.Context) {
 	if batch == nil {
-		return nil, nil
+		return nil
 	}
 	if fn.Trigger == BatchTrigger {
 		invKey = ""
@@ -94,7 +139,7 @@ func (rt *Runtime) deliver(m Message, limited bool) (func(context.Context), erro
 		if _, err := rt.execute(tctx, fn, input); err != nil {
 			rt.log.Warn("triggered invocation failed", "function", fn.Name, "key", invKey, "err", err)
 		}
-	}, nil
+	}
 }
 
 // snapshotLocked returns the buffered trigger messages. t.mu is held.

@@ -16,9 +16,11 @@ import (
 )
 
 // capture takes a copy of the durable state that is one cut through it:
-// the state map, the unread mailbox and the trigger buffers as they were at
-// a single instant. Every mutation of one of them is atomic under that
-// structure's own lock, so holding all three at once (in the lock order
+// the state map, the unread mailbox, the trigger buffers and the highest
+// backup-queue sequence consumed, as they were at a single instant. Every
+// mutation of one of them is atomic under that structure's own lock (the
+// sequence moves under both the trigger and the mailbox lock, with the
+// message it consumes), so holding all three at once (in the lock order
 // noted in state.go) sees each mutation either wholly or not at all, and a
 // function's Recv followed by SetState is never half in the copy. The
 // copies are shallow (values are never modified in place: SetState takes
@@ -34,6 +36,7 @@ func (rt *Runtime) capture() *snapshotData {
 	d.State = maps.Clone(rt.state.m)
 	d.Triggers = rt.triggers.snapshotLocked()
 	d.Mailbox = rt.mailbox.snapshotLocked()
+	d.Queued = rt.mailbox.queued
 	rt.mailbox.mu.Unlock()
 	rt.triggers.mu.Unlock()
 	rt.state.mu.RUnlock()
@@ -150,7 +153,8 @@ func (rt *Runtime) restore(ctx context.Context, key string) error {
 		rt.mailbox.put(m) // acknowledged before the snapshot: no limits
 	}
 	rt.triggers.pending = d.Triggers
-	rt.log.Info("snapshot restored", "key", key, "state_keys", len(d.State), "messages", len(d.Mailbox), "taken", d.Taken, "took", time.Since(start))
+	rt.mailbox.queued = d.Queued // queued messages up to it are in the snapshot: dropped if delivered again
+	rt.log.Info("snapshot restored", "key", key, "state_keys", len(d.State), "messages", len(d.Mailbox), "queued", d.Queued, "taken", d.Taken, "took", time.Since(start))
 	return nil
 }
 

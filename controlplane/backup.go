@@ -33,7 +33,10 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 			return err
 		}
 		if dc == nil {
-			_, err := s.cfg.Metadata.AppendBackup(ctx, app.Name, pid, store.Message{Src: src, Key: key, Data: data})
+			err := s.checkBackupRoom(ctx, app.Name, pid, len(data))
+			if err == nil {
+				_, err = s.cfg.Metadata.AppendBackup(ctx, app.Name, pid, store.Message{Src: src, Key: key, Data: data})
+			}
 			lock.Unlock()
 			if err != nil {
 				return fmt.Errorf("queue message for %s/%s: %w", app.Name, pid, err)
@@ -57,6 +60,29 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 	return fmt.Errorf("%w: message for %s/%s: %w", errs.ErrUnavailable, app.Name, pid, ctx.Err())
+}
+
+// Defaults of Config.MaxBackupQueue and MaxBackupQueueBytes: those of a
+// mailbox, into which the queue is delivered.
+const (
+	DefaultMaxBackupQueue      = 100000
+	DefaultMaxBackupQueueBytes = 1 << 30
+)
+
+// checkBackupRoom refuses (ResourceExhausted) a message of size bytes that
+// would take the backup queue of app/pid past its limits. The caller holds
+// the process's backup lock, which orders this replica's appends; another
+// replica's may slip between the check and the append.
+func (s *Server) checkBackupRoom(ctx context.Context, app, pid string, size int) error {
+	st, err := s.cfg.Metadata.BackupStats(ctx, app, pid)
+	if err != nil {
+		return err
+	}
+	if st.Messages >= s.cfg.MaxBackupQueue || st.Bytes+int64(size) > s.cfg.MaxBackupQueueBytes {
+		return fmt.Errorf("%w: the backup queue of %s/%s holds %d messages of %d bytes (limits %d messages, %d bytes: praas up --max-backup-queue, --max-backup-queue-bytes); try again once it is delivered",
+			errs.ErrResourceExhausted, app, pid, st.Messages, st.Bytes, s.cfg.MaxBackupQueue, s.cfg.MaxBackupQueueBytes)
+	}
+	return nil
 }
 
 // directConn returns a data-plane connection to app/pid if messages may go
@@ -135,6 +161,12 @@ func (s *Server) swapIn(ctx context.Context, app store.App, pid string) {
 
 // deliverBackup sends the backup queue of a process this replica runs, in
 // order and pipelined on one connection, and switches it to direct delivery.
+// Each message carries its queue sequence, and what a window of them the
+// process acknowledged is trimmed before the next window goes out: a crash
+// of this replica, or a start timeout, mid-delivery sends again at most the
+// window in flight, and the process drops a queued message whose sequence
+// it has consumed already (its snapshots record the highest), so nothing is
+// received twice.
 func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 	lock := s.backupLock(l.app, l.pid)
 	lock.Lock()
@@ -150,8 +182,8 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 		}
 		// Frames on one connection are taken in order; the window bounds
 		// what is in flight.
-		const window = 64
-		calls := make([]*client.Call, 0, window)
+		calls := make([]*client.Call, 0, backupWindow)
+		var last uint64 // the last message sent
 		wait := func() error {
 			for _, c := range calls {
 				if _, err := c.Wait(ctx); err != nil {
@@ -159,30 +191,37 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 				}
 			}
 			calls = calls[:0]
+			if err := s.cfg.Metadata.TrimBackup(ctx, l.app, l.pid, last); err != nil {
+				return fmt.Errorf("deliver backup queue of %s/%s: trim: %w", l.app, l.pid, err)
+			}
 			return nil
 		}
 		for _, m := range msgs {
-			c, err := dc.GoSend(m.Src, m.Key, m.Data)
+			c, err := dc.GoSendQueued(m.Src, m.Key, m.Seq, m.Data)
 			if err != nil {
 				return fmt.Errorf("deliver backup queue of %s/%s: %w", l.app, l.pid, err)
 			}
-			if calls = append(calls, c); len(calls) == window {
+			last = m.Seq
+			if calls = append(calls, c); len(calls) == backupWindow {
 				if err := wait(); err != nil {
 					return err
 				}
 			}
 		}
-		if err := wait(); err != nil {
-			return err
-		}
-		if err := s.cfg.Metadata.TrimBackup(ctx, l.app, l.pid, msgs[len(msgs)-1].Seq); err != nil {
-			return err
+		if len(calls) > 0 {
+			if err := wait(); err != nil {
+				return err
+			}
 		}
 		s.log.Info("backup queue delivered", "app", l.app, "pid", l.pid, "messages", len(msgs))
 	}
 	l.direct = true
 	return nil
 }
+
+// backupWindow is how many queued messages are in flight at once at
+// delivery, and how many at most are sent again after a crash mid-delivery.
+const backupWindow = 64
 
 // flushBackup is called by a replica that queued a message for a process
 // this replica owns and that was already active: deliver the queue again.

@@ -75,6 +75,14 @@ type Config struct {
 	// refused with errs.ResourceExhausted (HTTP 429). Replicas count from
 	// the metadata store: concurrent creations may overshoot by a few.
 	MaxProcesses int
+	// MaxBackupQueue and MaxBackupQueueBytes bound the backup queue of one
+	// process: its messages and the bytes of their data (defaults
+	// DefaultMaxBackupQueue, DefaultMaxBackupQueueBytes). A message past
+	// either is refused with errs.ResourceExhausted (HTTP 429). The queue
+	// is measured in the metadata store before the append: senders racing
+	// on several replicas may overshoot by a message each.
+	MaxBackupQueue      int
+	MaxBackupQueueBytes int64
 	// ProcessEnv is added to every process's environment (e.g. PRAAS_MAX_CONCURRENCY).
 	ProcessEnv []string
 	// IdleTimeout, if positive, swaps out a process whose data plane has
@@ -106,6 +114,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxProcesses <= 0 {
 		c.MaxProcesses = DefaultMaxProcessesPerApp
+	}
+	if c.MaxBackupQueue <= 0 {
+		c.MaxBackupQueue = DefaultMaxBackupQueue
+	}
+	if c.MaxBackupQueueBytes <= 0 {
+		c.MaxBackupQueueBytes = DefaultMaxBackupQueueBytes
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 10 * time.Second

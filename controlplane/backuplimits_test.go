@@ -1,0 +1,72 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/praas-dev/praas/errs"
+)
+
+// A backup queue at either of its limits refuses one more message with
+// resource_exhausted (REST: 429 with Retry-After) and keeps every message
+// it acknowledged; the process here never starts, so nothing drains it.
+func TestBackupQueueLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxN     int
+		maxBytes int64
+		size     int
+		want     int // messages taken before the first refusal
+	}{
+		{"messages", 5, 1 << 20, 10, 5},
+		{"bytes", 1000, 1000, 300, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil, func(c *Config) {
+				c.MaxBackupQueue, c.MaxBackupQueueBytes, c.NoAuth = tc.maxN, tc.maxBytes, true
+			})
+			h.be.mu.Lock()
+			h.be.noStart = true
+			h.be.mu.Unlock()
+			h.create("dest")
+			ctx := context.Background()
+			data := bytes.Repeat([]byte("x"), tc.size)
+			taken := 0
+			var err error
+			for range 10 * tc.want {
+				if err = h.s.deliverMessage(ctx, h.app, "dest", "src", "k", data); err != nil {
+					break
+				}
+				taken++
+			}
+			if taken != tc.want || !errors.Is(err, errs.ErrResourceExhausted) {
+				t.Fatalf("%d messages queued, then %v; want %d, then resource exhausted", taken, err, tc.want)
+			}
+			req := httptest.NewRequest(http.MethodPost, "/v1/apps/app/processes/dest/messages/k", bytes.NewReader(data))
+			rec := httptest.NewRecorder()
+			h.s.Handler().ServeHTTP(rec, req)
+			var body struct{ Code string }
+			_ = json.Unmarshal(rec.Body.Bytes(), &body)
+			if rec.Code != http.StatusTooManyRequests || body.Code != "resource_exhausted" || rec.Header().Get("Retry-After") == "" {
+				t.Fatalf("REST send past the limit: %d %s Retry-After %q, want 429 resource_exhausted with Retry-After",
+					rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+			}
+			msgs, err := h.meta.ListBackup(ctx, "app", "dest")
+			if err != nil || len(msgs) != tc.want {
+				t.Fatalf("queue holds %d messages (%v), want %d", len(msgs), err, tc.want)
+			}
+			// Room again once some are delivered (trimmed).
+			if err := h.meta.TrimBackup(ctx, "app", "dest", msgs[0].Seq); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.s.deliverMessage(ctx, h.app, "dest", "src", "k", data); err != nil {
+				t.Fatalf("send after a trim: %v", err)
+			}
+		})
+	}
+}

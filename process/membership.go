@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +30,7 @@ type Membership = cpapi.Membership
 type membership struct {
 	mu      sync.Mutex
 	cur     Membership
+	view    string        // the control plane's view cur came from, for deltas
 	changed chan struct{} // closed and replaced on every update
 	stale   map[string]bool
 }
@@ -43,16 +46,73 @@ func (m *membership) get() (Membership, <-chan struct{}) {
 	return m.cur, m.changed
 }
 
-func (m *membership) set(v Membership) {
+// position is the epoch and view to ask the control plane for news from.
+func (m *membership) position() (uint64, string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if v.Epoch < m.cur.Epoch {
-		return
+	return m.cur.Epoch, m.view
+}
+
+// update applies what the control plane answered: a whole membership, or a
+// delta from the epoch and view held now. It reports false for a delta
+// from anything else, which is not applied (the next poll asks for the
+// whole membership).
+func (m *membership) update(u cpapi.MembersUpdate) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u.Since != 0 {
+		if u.Since != m.cur.Epoch || u.View != m.view || u.View == "" {
+			return false
+		}
+		if u.Epoch == m.cur.Epoch {
+			return true // nothing new: a long poll that timed out
+		}
+		u.Members = applyDelta(m.cur.Members, u.Members, u.Removed)
 	}
-	m.cur = v
+	if u.Epoch < m.cur.Epoch {
+		return true
+	}
+	m.cur, m.view = u.Membership, u.View
 	clear(m.stale)
 	close(m.changed)
 	m.changed = make(chan struct{})
+	return true
+}
+
+// applyDelta returns the members of cur with changed put in (replacing
+// those of the same pid, or added) and the pids in removed left out,
+// sorted by pid as the control plane lists them. cur is not modified: its
+// slice may have been handed out.
+func applyDelta(cur, changed []Member, removed []string) []Member {
+	if len(changed) == 0 && len(removed) == 0 {
+		return cur
+	}
+	byPID := make(map[string]Member, len(changed))
+	for _, mem := range changed {
+		byPID[mem.PID] = mem
+	}
+	gone := make(map[string]bool, len(removed))
+	for _, pid := range removed {
+		gone[pid] = true
+	}
+	out := make([]Member, 0, len(cur)+len(changed)-len(removed))
+	for _, mem := range cur {
+		if gone[mem.PID] {
+			continue
+		}
+		if c, ok := byPID[mem.PID]; ok {
+			mem = c
+			delete(byPID, mem.PID)
+		}
+		out = append(out, mem)
+	}
+	for _, mem := range changed {
+		if _, added := byPID[mem.PID]; added {
+			out = append(out, mem)
+		}
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.PID, b.PID) })
+	return out
 }
 
 // invalidate marks what we know of pid as outdated (it went away).
@@ -84,11 +144,11 @@ func (rt *Runtime) member(ctx context.Context, pid string) (Member, error) {
 		if rt.cfg.ControlPlane == "" {
 			return Member{}, fmt.Errorf("%w: no process %q in app %s", errs.ErrNotFound, pid, rt.cfg.App)
 		}
-		fresh, err := rt.fetchMembers(ctx, 0)
+		fresh, err := rt.fetchMembers(ctx)
 		if err != nil {
 			return Member{}, fmt.Errorf("%w: membership: %w", errs.ErrUnavailable, err)
 		}
-		rt.members.set(fresh)
+		rt.members.update(fresh)
 		m, ok = rt.members.lookup(pid)
 	}
 	if !ok {
@@ -109,33 +169,47 @@ const membersPoll = 20 * time.Second
 
 var pollClient = &http.Client{Timeout: membersPoll + 10*time.Second}
 
-// fetchMembers asks for the membership once its epoch exceeds after (at
-// once for after 0, else within membersPoll at the latest).
-func (rt *Runtime) fetchMembers(ctx context.Context, after uint64) (Membership, error) {
-	q := url.Values{"app": {rt.cfg.App}, "pid": {rt.cfg.PID}, "epoch": {strconv.FormatUint(after, 10)}}
+// fetchMembers asks for the whole membership as the control plane knows it
+// now, read again if it knows of a newer epoch than it has read.
+func (rt *Runtime) fetchMembers(ctx context.Context) (cpapi.MembersUpdate, error) {
+	return rt.pollMembers(ctx, url.Values{"epoch": {"0"}, cpapi.QueryFresh: {"1"}})
+}
+
+// pollMembers asks for the membership with the query q (besides app and
+// pid): see cpapi.QueryDelta and the other parameters.
+func (rt *Runtime) pollMembers(ctx context.Context, q url.Values) (cpapi.MembersUpdate, error) {
+	q.Set("app", rt.cfg.App)
+	q.Set("pid", rt.cfg.PID)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		rt.cp.url()+cpapi.PathMembers+"?"+q.Encode(), nil)
 	if err != nil {
-		return Membership{}, err
+		return cpapi.MembersUpdate{}, err
 	}
 	rt.authorize(req)
 	resp, err := rt.http.poll.Do(req)
 	if err != nil {
-		return Membership{}, err
+		return cpapi.MembersUpdate{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return Membership{}, fmt.Errorf("control plane members: %s", resp.Status)
+		return cpapi.MembersUpdate{}, fmt.Errorf("control plane members: %s", resp.Status)
 	}
-	var m Membership
-	return m, json.NewDecoder(resp.Body).Decode(&m)
+	var u cpapi.MembersUpdate
+	return u, json.NewDecoder(resp.Body).Decode(&u)
 }
 
-// watchMembers keeps the membership current until ctx ends.
+// watchMembers keeps the membership current until ctx ends: a long poll
+// that takes deltas from the epoch it holds. Its first poll is answered at
+// once from what the control plane has published, not read for it.
 func (rt *Runtime) watchMembers(ctx context.Context) {
+	whole := false
 	for ctx.Err() == nil {
-		cur, _ := rt.members.get()
-		m, err := rt.fetchMembers(ctx, cur.Epoch)
+		epoch, view := rt.members.position()
+		q := url.Values{"epoch": {strconv.FormatUint(epoch, 10)}, cpapi.QueryDelta: {"1"}}
+		if !whole && view != "" {
+			q.Set(cpapi.QueryView, view)
+		}
+		u, err := rt.pollMembers(ctx, q)
 		if err != nil {
 			select {
 			case <-ctx.Done():
@@ -143,6 +217,8 @@ func (rt *Runtime) watchMembers(ctx context.Context) {
 			}
 			continue
 		}
-		rt.members.set(m)
+		// A delta from another position (the view changed meanwhile by
+		// a fetch) is dropped: the next poll asks for the whole list.
+		whole = !rt.members.update(u)
 	}
 }

@@ -40,6 +40,8 @@ type upConfig struct {
 	maxProcesses    int
 	maxMailbox      int
 	maxMailboxBytes int64
+	maxBackup       int
+	maxBackupBytes  int64
 	// limits of each process, passed in its environment (see process.Config)
 	maxState             int64
 	maxInflight          int
@@ -95,6 +97,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.IntVar(&cfg.maxConnInflight, "max-conn-inflight", process.DefaultMaxConnInflight, "unanswered invocations of one data-plane connection; past it the process stops reading that connection until answers are written")
 	f.Int64Var(&cfg.maxConnInflightBytes, "max-conn-inflight-bytes", process.DefaultMaxConnInflightBytes, "bytes of input and output of one connection's unanswered invocations; past it the process stops reading that connection")
 	f.DurationVar(&cfg.writeTimeout, "write-timeout", process.DefaultWriteTimeout, "how long a data-plane client may leave an answer unread before its connection is closed")
+	f.IntVar(&cfg.maxBackup, "max-backup-queue", controlplane.DefaultMaxBackupQueue, "messages queued for a process that is not active; more are refused with 429")
+	f.Int64Var(&cfg.maxBackupBytes, "max-backup-queue-bytes", controlplane.DefaultMaxBackupQueueBytes, "bytes of messages queued for a process that is not active; more are refused with 429")
 	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
@@ -133,7 +137,8 @@ func (c *cli) up(cfg upConfig) error {
 	}{
 		{"max-concurrency", int64(cfg.maxConcurrency)}, {"max-payload", int64(cfg.maxPayload)},
 		{"max-processes-per-app", int64(cfg.maxProcesses)}, {"max-mailbox", int64(cfg.maxMailbox)},
-		{"max-mailbox-bytes", cfg.maxMailboxBytes}, {"max-state-bytes", cfg.maxState},
+		{"max-mailbox-bytes", cfg.maxMailboxBytes}, {"max-backup-queue", int64(cfg.maxBackup)},
+		{"max-backup-queue-bytes", cfg.maxBackupBytes}, {"max-state-bytes", cfg.maxState},
 		{"max-inflight", int64(cfg.maxInflight)}, {"max-conn-inflight", int64(cfg.maxConnInflight)},
 		{"max-conn-inflight-bytes", cfg.maxConnInflightBytes}, {"write-timeout", int64(cfg.writeTimeout)},
 	} {
@@ -222,21 +227,23 @@ func (c *cli) up(cfg upConfig) error {
 		}
 	}
 	cp, err := controlplane.New(controlplane.Config{
-		TLS:              tlsCfg,
-		NoAuth:           cfg.noAuth,
-		SigningKey:       signingKey,
-		ReplicaID:        replicaID,
-		LeaseTTL:         cfg.leaseTTL,
-		URL:              cfg.url,
-		Metadata:         meta,
-		Swap:             swap,
-		IdleTimeout:      cfg.idleTimeout,
-		Backend:          backend,
-		Logger:           log,
-		HeartbeatTimeout: cfg.heartbeatTimeout,
-		StopTimeout:      cfg.stopTimeout,
-		MaxPayload:       int64(cfg.maxPayload),
-		MaxProcesses:     cfg.maxProcesses,
+		TLS:                 tlsCfg,
+		NoAuth:              cfg.noAuth,
+		SigningKey:          signingKey,
+		ReplicaID:           replicaID,
+		LeaseTTL:            cfg.leaseTTL,
+		URL:                 cfg.url,
+		Metadata:            meta,
+		Swap:                swap,
+		IdleTimeout:         cfg.idleTimeout,
+		Backend:             backend,
+		Logger:              log,
+		HeartbeatTimeout:    cfg.heartbeatTimeout,
+		StopTimeout:         cfg.stopTimeout,
+		MaxPayload:          int64(cfg.maxPayload),
+		MaxProcesses:        cfg.maxProcesses,
+		MaxBackupQueue:      cfg.maxBackup,
+		MaxBackupQueueBytes: cfg.maxBackupBytes,
 		ProcessEnv: []string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),

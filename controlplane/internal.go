@@ -193,9 +193,11 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	l.lastBeat = now
 	l.reportUsage(hb.Usage)
-	save := now.Sub(l.saved) >= usageSaveEvery
+	// Only a change is written: a thousand idle processes would otherwise
+	// make two hundred store writes a second.
+	save := now.Sub(l.saved) >= usageSaveEvery && l.usage != l.savedUsage
 	if save {
-		l.saved = now
+		l.saved, l.savedUsage = now, l.usage
 	}
 	l.mu.Unlock()
 	if save {

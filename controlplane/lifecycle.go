@@ -43,9 +43,11 @@ type live struct {
 	base     store.Usage // usage of earlier generations of the process
 	usage    store.Usage // base plus what this generation reported
 	saved    time.Time   // when usage was last written to the store
-	stopping bool
-	swapped  bool // the process reported its final snapshot
-	conn     *client.DataConn
+	// savedUsage is the usage a heartbeat last had written.
+	savedUsage store.Usage
+	stopping   bool
+	swapped    bool // the process reported its final snapshot
+	conn       *client.DataConn
 }
 
 func liveKey(app, pid string) string { return app + "/" + pid }
@@ -539,7 +541,18 @@ func (s *Server) kill(ctx context.Context, l *live) {
 	s.forget(l)
 }
 
-// stopAll swaps out every running process, at shutdown.
+// stopConcurrency bounds the swap-outs a shutdown runs at once. Each makes
+// a process drain, write its snapshot through this replica (or to the swap
+// store) and report it; a thousand at once on a small host would make each
+// slow enough to outlast its timeouts, while a few dozen keep the host busy
+// without queueing anyone for long.
+const stopConcurrency = 64
+
+// stopAll swaps out every running process, at shutdown, stopConcurrency at
+// a time. Each swap-out is bounded by StopTimeout from when it begins, not
+// from when the shutdown began, so a long queue of processes does not eat
+// into the last ones' time; ctx ends the waiting for processes still
+// starting.
 func (s *Server) stopAll(ctx context.Context) {
 	s.mu.Lock()
 	all := make([]*live, 0, len(s.live))
@@ -547,6 +560,7 @@ func (s *Server) stopAll(ctx context.Context) {
 		all = append(all, l)
 	}
 	s.mu.Unlock()
+	slots := make(chan struct{}, stopConcurrency)
 	var wg sync.WaitGroup
 	for _, l := range all {
 		wg.Add(1)
@@ -555,11 +569,14 @@ func (s *Server) stopAll(ctx context.Context) {
 			select {
 			case <-l.ready:
 			case <-ctx.Done():
+				return // still starting after the wait: not ours to swap
 			}
 			if l.startErr != nil {
 				return
 			}
-			if err := s.swapOut(ctx, l); err != nil {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if err := s.swapOut(context.WithoutCancel(ctx), l); err != nil {
 				s.log.Warn("swap out at shutdown", "app", l.app, "pid", l.pid, "err", err)
 			}
 		}()

@@ -306,3 +306,31 @@ func TestSlowReaderOthersLatency(t *testing.T) {
 		t.Fatalf("p99 %s against %s idle: the clients that do not read hold up others", loaded, idle)
 	}
 }
+
+// A restored state counts against MaxStateBytes as it did before the swap.
+func TestStateLimitAfterRestore(t *testing.T) {
+	swap, err := file.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := func(c *process.Config) { c.MaxStateBytes, c.Swap = 1000, swap }
+	rt, err := process.New(process.Config{App: "app", PID: "p1", Verifier: testVerifier, MaxStateBytes: 1000, Swap: swap}, testImage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	<-rt.Ready()
+	if err := rt.Process().SetState("a", make([]byte, 899)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	restored, _ := startRuntime(t, testImage(), limit, func(c *process.Config) { c.RestoreKey = cpapi.SnapshotKey("app", "p1", 0, 1) })
+	if err := restored.Process().SetState("b", make([]byte, 200)); !errors.Is(err, errs.ErrResourceExhausted) {
+		t.Fatalf("past the limit after a restore: %v", err)
+	}
+}

@@ -148,7 +148,7 @@ func (rt *Runtime) restore(ctx context.Context, key string) error {
 	if d.App != rt.cfg.App || d.PID != rt.cfg.PID {
 		return fmt.Errorf("snapshot %s belongs to %s/%s: %w", key, d.App, d.PID, ErrCorruptSnapshot)
 	}
-	rt.state.m = d.State
+	rt.state.restore(d.State)
 	for _, m := range d.Mailbox {
 		rt.mailbox.put(m) // acknowledged before the snapshot: no limits
 	}

@@ -29,6 +29,9 @@ func (m *Meta) U8(v uint8) *Meta { m.B = append(m.B, v); return m }
 // U16 appends a uint16.
 func (m *Meta) U16(v uint16) *Meta { m.B = binary.BigEndian.AppendUint16(m.B, v); return m }
 
+// U32 appends a uint32.
+func (m *Meta) U32(v uint32) *Meta { m.B = binary.BigEndian.AppendUint32(m.B, v); return m }
+
 // U64 appends a uint64.
 func (m *Meta) U64(v uint64) *Meta { m.B = binary.BigEndian.AppendUint64(m.B, v); return m }
 
@@ -89,6 +92,15 @@ func (r *MetaReader) U16(what string) uint16 {
 		return 0
 	}
 	return binary.BigEndian.Uint16(b)
+}
+
+// U32 reads a uint32.
+func (r *MetaReader) U32(what string) uint32 {
+	b := r.take(4, what)
+	if b == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b)
 }
 
 // U64 reads a uint64.

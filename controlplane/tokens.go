@@ -49,6 +49,50 @@ type issuer struct {
 
 	mu    sync.Mutex
 	cache map[cacheKey]cachedToken
+
+	// verified holds credentials presented on the internal API whose
+	// signature verified, until they expire: every process presents the
+	// same credential with each heartbeat and long poll, and the Ed25519
+	// verification was most of what a heartbeat cost (a thousand processes
+	// beat a thousand times a second).
+	verifiedMu sync.Mutex
+	verified   map[string]token.Claims
+}
+
+// maxVerified bounds issuer.verified; past it, expired entries are
+// dropped, and if that is not enough, all of them.
+const maxVerified = 1 << 16
+
+// verify is Verify with a memory of credentials that verified: a token is
+// looked up by its exact spelling, and honoured only until it expires.
+func (i *issuer) verify(tok string, now time.Time) (token.Claims, error) {
+	i.verifiedMu.Lock()
+	c, ok := i.verified[tok]
+	i.verifiedMu.Unlock()
+	if ok && now.Before(c.Expires) {
+		return c, nil
+	}
+	c, err := i.verifier.Verify(tok, now)
+	if err != nil {
+		return c, err
+	}
+	i.verifiedMu.Lock()
+	defer i.verifiedMu.Unlock()
+	if i.verified == nil {
+		i.verified = make(map[string]token.Claims)
+	}
+	if len(i.verified) >= maxVerified {
+		for k, v := range i.verified {
+			if !now.Before(v.Expires) {
+				delete(i.verified, k)
+			}
+		}
+		if len(i.verified) >= maxVerified {
+			clear(i.verified)
+		}
+	}
+	i.verified[tok] = c
+	return c, nil
 }
 
 type tokenKind uint8
@@ -143,7 +187,7 @@ func (s *Server) bearer(r *http.Request) (token.Claims, error) {
 	if !ok || tok == "" {
 		return token.Claims{}, fmt.Errorf("%w: the internal API needs Authorization: Bearer TOKEN", errs.ErrUnauthenticated)
 	}
-	return s.tokens.verifier.Verify(tok, time.Now())
+	return s.tokens.verify(tok, time.Now())
 }
 
 // authInternal checks that the request comes from generation gen of process

@@ -134,12 +134,20 @@ func (s *Server) swapIn(ctx context.Context, app store.App, pid string) {
 	defer cancel()
 	backoff := 10 * time.Millisecond
 	for {
-		_, err := s.activeProcess(ctx, app, pid)
+		l, err := s.activeProcess(ctx, app, pid)
+		if err == nil {
+			// It runs here. Its queue was delivered when it started, unless
+			// that failed for a process adopted as it ran (or it went to
+			// the queue since): then it takes no direct messages, and
+			// nothing but this would ever deliver what queues up.
+			if err := s.deliverBackup(ctx, l); err != nil {
+				s.log.Warn("deliver backup queue", "app", app.Name, "pid", pid, "err", err)
+			}
+			return
+		}
 		var peer *errOwnedByPeer
 		if !errors.As(err, &peer) {
-			if err != nil {
-				s.log.Warn("swap in for queued message", "app", app.Name, "pid", pid, "err", err)
-			}
+			s.log.Warn("swap in for queued message", "app", app.Name, "pid", pid, "err", err)
 			return
 		}
 		if peer.rec.Status == store.StatusActive {

@@ -39,6 +39,8 @@ func main() {
 	praas.Register("trigger-info", triggerInfo)
 	praas.Register("http", httpRequest)
 	praas.Register("env", envNames)
+	praas.Register("drain", drain)
+	praas.Register("counter", counter)
 	praas.Serve()
 }
 
@@ -251,4 +253,36 @@ func envNames(context.Context, *praas.Process, []byte) ([]byte, error) {
 	}
 	slices.Sort(names)
 	return []byte(strings.Join(names, "\n")), nil
+}
+
+// drain takes a message key, receives every message with that key in the
+// mailbox now and appends their data, a line each, to state
+// "received/KEY", all in one UpdateState: a checkpoint sees each message
+// either unread or recorded, never neither. It returns how many it took.
+// The fault-injection suite's receiver.
+func drain(ctx context.Context, p *praas.Process, in []byte) ([]byte, error) {
+	key := string(in)
+	n := 0
+	_, err := p.UpdateState("received/"+key, func(old []byte, _ bool) []byte {
+		out := bytes.Clone(old)
+		for {
+			m, err := p.Recv(ctx, praas.Any, key, 0)
+			if err != nil {
+				return out
+			}
+			out = append(append(out, m.Data...), '\n')
+			n++
+		}
+	})
+	return []byte(strconv.Itoa(n)), err
+}
+
+// counter adds 1 to the integer in state key "counter" and returns the new
+// value.
+func counter(_ context.Context, p *praas.Process, _ []byte) ([]byte, error) {
+	v, err := p.UpdateState("counter", func(old []byte, _ bool) []byte {
+		n, _ := strconv.Atoi(string(old))
+		return []byte(strconv.Itoa(n + 1))
+	})
+	return v, err
 }

@@ -215,11 +215,14 @@ func (b *Backend) Mode() Isolation {
 // force and why no stronger one is.
 func (b *Backend) Isolation() string { return b.desc }
 
-// CheckImage accepts "builtin" (or "") and the absolute path of an
-// executable file.
+// CheckImage accepts "builtin" (or ""), the absolute path of an
+// executable file, and "python:" and the absolute path of a Python module.
 func (b *Backend) CheckImage(ctx context.Context, image string) (string, error) {
 	if image == "" || image == backend.BuiltinImage {
 		return backend.BuiltinImage, nil
+	}
+	if pythonModule(image) != "" {
+		return checkPython(image)
 	}
 	if !filepath.IsAbs(image) {
 		return "", fmt.Errorf("%w: image %q: give %q or an absolute path to an image binary", errs.ErrInvalidArgument, image, backend.BuiltinImage)
@@ -249,6 +252,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 	image, args := spec.Image, []string(nil)
 	if spec.Image == backend.BuiltinImage || spec.Image == "" {
 		image, args = b.cfg.Executable, b.cfg.BuiltinArgs
+	} else if m := pythonModule(spec.Image); m != "" {
+		image, args = b.cfg.Executable, pythonArgs(b.cfg.BuiltinArgs, m)
 	}
 	l := launch{cmd: exec.Command(image, args...)}
 	l.cmd.Env = slices.Concat(baseEnv, spec.Env, spec.Secrets)

@@ -338,6 +338,13 @@ func (b *Backend) sandboxed(spec backend.Spec, image string, args []string) (l l
 	if err != nil {
 		return l, fmt.Errorf("image: %w", err)
 	}
+	var modHost, modInside string
+	if m := pythonModule(spec.Image); m != "" {
+		if modHost, modInside, err = b.sandboxModule(m, b.sb.mode != IsolationUser); err != nil {
+			return l, err
+		}
+		args = pythonArgs(args[:len(args)-2], modInside) // in place of the host's path
+	}
 	if l.scratch, err = b.newScratch(l.uid); err != nil {
 		return l, fmt.Errorf("scratch directory: %w", err)
 	}
@@ -355,8 +362,11 @@ func (b *Backend) sandboxed(spec backend.Spec, image string, args []string) (l l
 	inside := path.Join(sandboxImageDir, filepath.Base(img))
 	bargs := append(b.sb.bwrapArgs(3), // ExtraFiles[0]
 		"--bind", l.scratch, "/tmp", "--chdir", "/tmp",
-		"--ro-bind", img, inside,
-		"--clearenv")
+		"--ro-bind", img, inside)
+	if modHost != "" {
+		bargs = append(bargs, "--ro-bind", modHost, modInside)
+	}
+	bargs = append(bargs, "--clearenv")
 	for _, kv := range slices.Concat(baseEnv, spec.Env, spec.Secrets) { // HOME=/tmp
 		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
 			bargs = append(bargs, "--setenv", k, v) // the last one wins

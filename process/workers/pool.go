@@ -587,4 +587,3 @@ func (w *worker) replyErr(id uint64, err error) {
 		w.conn.Close()
 	}
 }
-

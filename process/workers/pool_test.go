@@ -212,7 +212,7 @@ func TestPythonWorkerKilledFromOutside(t *testing.T) {
 	var pid int
 	for pid == 0 {
 		if v, ok := p.State("hang-pid"); ok {
-			pid, _ = strconv.Atoi(string(v))
+			pid, _ = strconv.Atoi(strings.Fields(string(v))[0])
 		} else if time.Now().After(deadline) {
 			t.Fatal("hang never started")
 		} else {

@@ -61,8 +61,12 @@ def crash(data: bytes) -> bytes:
 
 @praas.function()
 def hang(data: bytes) -> bytes:
-    """Records its worker's pid, then waits (to be killed from outside)."""
-    praas.set_state("hang-pid", str(os.getpid()))
+    """Records its worker's pid (as its pid namespace sees it) and start
+    time (clock ticks since boot, as the host sees it), then waits, to be
+    killed from outside."""
+    with open("/proc/self/stat") as f:
+        start = f.read().rsplit(")", 1)[1].split()[19]
+    praas.set_state("hang-pid", f"{os.getpid()} {start}")
     time.sleep(float(data or b"60"))
     return b"woke"
 

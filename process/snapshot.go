@@ -37,6 +37,11 @@ const (
 	recTrigger = 3
 )
 
+// snapshotReadBuffer is the read buffer of a snapshot of unknown or large
+// size: large, so a stream from the network is read in few syscalls. (The
+// fuzz test lowers it: the decoder must work whatever it is.)
+var snapshotReadBuffer = 1 << 20
+
 // maxSnapshotField bounds one length read from a snapshot, so a corrupt
 // length cannot ask for an absurd allocation before the checksum fails.
 const maxSnapshotField = 1 << 40
@@ -274,7 +279,11 @@ func readSnapshot(r io.Reader) (*snapshotData, error) { return readSnapshotSized
 // known). With the size known, fields are allocated whole at once: a forged
 // length can claim no more than the stream holds.
 func readSnapshotSized(r io.Reader, size int64) (*snapshotData, error) {
-	s := &snapReader{r: bufio.NewReaderSize(r, 1<<20), crc: crc32.New(castagnoli), size: size}
+	bufSize := snapshotReadBuffer
+	if size >= 0 && size < int64(bufSize) {
+		bufSize = int(size) // a small snapshot needs no large buffer
+	}
+	s := &snapReader{r: bufio.NewReaderSize(r, bufSize), crc: crc32.New(castagnoli), size: size}
 	magic := make([]byte, len(snapshotMagic))
 	s.full(magic)
 	if s.err == nil && string(magic) != snapshotMagic {

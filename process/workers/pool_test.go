@@ -39,7 +39,7 @@ func module(t testing.TB) string {
 // startPython runs a standalone runtime (no control plane) whose
 // functions are testdata/handlers.py's, on a pool of size workers, and
 // returns a data-plane connection to it.
-func startPython(t testing.TB, size int) (*process.Runtime, *client.DataConn) {
+func startPython(t testing.TB, size int, register ...func(*process.Image)) (*process.Runtime, *client.DataConn) {
 	t.Helper()
 	interp := testenv.Python(t)
 	pool, cleanup, err := workers.StartPython(workers.Python{Module: module(t), Interpreter: interp, Workers: size}, "app", "p1")
@@ -49,6 +49,9 @@ func startPython(t testing.TB, size int) (*process.Runtime, *client.DataConn) {
 	im := process.NewImage()
 	pool.Register(im)
 	im.Register("go-echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
+	for _, r := range register {
+		r(im)
+	}
 	rt, err := process.New(process.Config{App: "app", PID: "p1", Verifier: verifier, DrainTimeout: 5 * time.Second}, im)
 	if err != nil {
 		cleanup()

@@ -145,3 +145,20 @@ async def async_state(data: bytes) -> bytes:
 def local(data: bytes) -> bytes:
     """A local invoke runs in this worker: it sees no trigger."""
     return praas.invoke(praas.SELF, "slow_double", data) + praas.invoke(praas.SELF, "echo", b"!")
+
+
+@praas.function(name="state-loop")
+def state_loop(data: bytes) -> None:
+    """Input "N": N set_state and N state calls of a 64-byte value."""
+    v = b"v" * 64
+    for i in range(int(data)):
+        praas.set_state("k", v)
+        praas.state("k")
+
+
+@praas.function(name="msg-loop")
+def msg_loop(data: bytes) -> None:
+    """Input "N": N sends to this process and N recvs of them."""
+    for i in range(int(data)):
+        praas.send(praas.SELF, "m", b"x" * 64)
+        praas.recv(praas.SELF, "m", 5.0)

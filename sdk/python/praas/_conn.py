@@ -20,6 +20,7 @@ from . import _proto as p
 class Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._reader = p.FrameReader(sock)
         self._wlock = threading.Lock()
         self._cond = threading.Condition()
         self._reading = False
@@ -31,6 +32,18 @@ class Conn:
     def write(self, typ: int, fid: int, meta: bytes = b"", payload: p.Bytes = b"") -> None:
         parts = p.encode_frame(typ, fid, meta, payload)
         with self._wlock:
+            for part in parts:
+                self.sock.sendall(part)
+
+    def write_many(self, frames: "list[tuple[int, int, bytes, p.Bytes]]") -> None:
+        """Writes several frames with as few system calls as it can."""
+        parts: "list[p.Bytes]" = []
+        for typ, fid, meta, payload in frames:
+            parts += p.encode_frame(typ, fid, meta, payload)
+        with self._wlock:
+            if all(isinstance(x, bytes) for x in parts):
+                self.sock.sendall(b"".join(parts))  # type: ignore[arg-type]
+                return
             for part in parts:
                 self.sock.sendall(part)
 
@@ -51,7 +64,7 @@ class Conn:
                 self._reading = True
                 self._cond.release()
                 try:
-                    f: Optional[p.Frame] = p.read_frame(self.sock)
+                    f: Optional[p.Frame] = self._reader.next()
                 except BaseException as e:  # noqa: BLE001 - every waiter must learn of it
                     f = None
                     err: BaseException = e

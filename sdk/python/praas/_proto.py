@@ -139,39 +139,61 @@ class MetaReader:
         return len(self.b) - self.off
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Reads exactly n bytes into one bytes object (one copy for large ones)."""
-    if n == 0:
-        return b""
-    first = sock.recv(n)
-    if len(first) == n:
-        return first
-    if not first:
-        raise EOFError("runtime closed the connection")
-    buf = bytearray(n)
-    view = memoryview(buf)
-    view[: len(first)] = first
-    got = len(first)
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            raise EOFError("runtime closed the connection")
-        got += k
-    return bytes(buf)
+class FrameReader:
+    """Reads frames from a socket through a 64 KiB buffer, so a small frame
+    costs one recv; a large payload is read straight into its own buffer."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray(1 << 16)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
 
-def read_frame(sock: socket.socket) -> Frame:
-    hdr = _recv_exact(sock, HEADER_LEN)
-    body_len, typ, flags, meta_len, fid = HEADER.unpack(hdr)
-    if flags != 0:
-        raise ProtocolError(f"unknown flags {flags:#x}")
-    if meta_len > body_len:
-        raise ProtocolError("metadata longer than body")
-    if body_len - meta_len > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {body_len - meta_len} bytes")
-    meta = _recv_exact(sock, meta_len)
-    payload = _recv_exact(sock, body_len - meta_len)
-    return Frame(typ, fid, meta, payload)
+    def _fill(self, need: int) -> None:
+        """Makes at least need bytes (at most the buffer's size) available."""
+        if self.start + need > len(self.buf):
+            n = self.end - self.start
+            self.view[:n] = self.view[self.start : self.end]
+            self.start, self.end = 0, n
+        while self.end - self.start < need:
+            k = self.sock.recv_into(self.view[self.end :])
+            if k == 0:
+                raise EOFError("runtime closed the connection")
+            self.end += k
+
+    def _take(self, n: int) -> bytes:
+        if n <= len(self.buf):
+            self._fill(n)
+            out = bytes(self.view[self.start : self.start + n])
+            self.start += n
+            return out
+        big = bytearray(n)
+        have = self.end - self.start
+        big[:have] = self.view[self.start : self.end]
+        self.start = self.end = 0
+        bv = memoryview(big)
+        while have < n:
+            k = self.sock.recv_into(bv[have:])
+            if k == 0:
+                raise EOFError("runtime closed the connection")
+            have += k
+        return bytes(big)
+
+    def next(self) -> Frame:
+        self._fill(HEADER_LEN)
+        body_len, typ, flags, meta_len, fid = HEADER.unpack_from(self.buf, self.start)
+        self.start += HEADER_LEN
+        if flags != 0:
+            raise ProtocolError(f"unknown flags {flags:#x}")
+        if meta_len > body_len:
+            raise ProtocolError("metadata longer than body")
+        if body_len - meta_len > MAX_PAYLOAD:
+            raise ProtocolError(f"payload of {body_len - meta_len} bytes")
+        meta = self._take(meta_len) if meta_len else b""
+        n = body_len - meta_len
+        payload = self._take(n) if n else b""
+        return Frame(typ, fid, meta, payload)
 
 
 def encode_frame(typ: int, fid: int, meta: bytes = b"", payload: Bytes = b"") -> list[Bytes]:

@@ -62,9 +62,13 @@ def decode_invoke(f: p.Frame) -> "tuple[str, bytes, Optional[praas.Trigger]]":
 
 def serve(conn: Conn) -> None:
     loop: Optional[asyncio.AbstractEventLoop] = None
+    answer: "Optional[tuple[int, int, bytes, p.Bytes]]" = None
     while True:
         try:
-            conn.write(p.NEXT, 0)
+            # The answer and the request for the next invocation leave together.
+            nxt: "tuple[int, int, bytes, p.Bytes]" = (p.NEXT, 0, b"", b"")
+            conn.write_many([answer, nxt] if answer is not None else [nxt])
+            answer = None
             f = conn.next_invocation()
         except (EOFError, OSError):
             return  # the runtime closed the socket: the pool stops
@@ -95,10 +99,7 @@ def serve(conn: Conn) -> None:
             fname = bytes(f.meta[1 : 1 + f.meta[0]]).decode(errors="replace") if f.meta else "?"
             print(f"praas worker: function {fname!r} failed:\n{tb}", file=sys.stderr, flush=True)
             typ, meta, out = p.ERROR, p.MetaWriter().u16(praas.FUNCTION_FAILED).bytes(), f"{type(e).__name__}: {e}".encode()
-        try:
-            conn.write(typ, f.id, meta, out)
-        except OSError:
-            return
+        answer = (typ, f.id, meta, out)
 
 
 def main(argv: List[str]) -> int:

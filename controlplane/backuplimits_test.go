@@ -7,9 +7,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/store"
 )
 
 // A backup queue at either of its limits refuses one more message with
@@ -68,5 +70,23 @@ func TestBackupQueueLimits(t *testing.T) {
 				t.Fatalf("send after a trim: %v", err)
 			}
 		})
+	}
+}
+
+// A swap asked for right after a restart, before an active process has
+// registered again, is answered unavailable (try again), not "active, not
+// active".
+func TestSwapBeforeReregistrationIsUnavailable(t *testing.T) {
+	h := newHarness(t, nil, func(c *Config) { c.NoAuth = true })
+	_, err := h.meta.CreateProcess(context.Background(), store.Process{App: "app", PID: "p1", Status: store.StatusActive,
+		Owner: "me", Generation: 1, Address: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodPost, "/v1/apps/app/processes/p1/swap", nil)
+	rec := httptest.NewRecorder()
+	h.s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not registered") {
+		t.Fatalf("swap of an active process not registered here: %d %s, want 503", rec.Code, rec.Body)
 	}
 }

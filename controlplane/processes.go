@@ -198,6 +198,13 @@ func (s *Server) swapProcess(w http.ResponseWriter, r *http.Request) {
 			s.forward(w, r, &errOwnedByPeer{rec: p, owner: owner})
 			return
 		}
+		if p.Status == store.StatusActive {
+			// Running, but not registered here yet: this control plane
+			// restarted (or is taking its owner's processes over), and the
+			// process re-registers within a heartbeat or is marked failed.
+			writeError(w, s.log, fmt.Errorf("%w: process %s/%s is active but has not registered with this control plane yet; try again shortly", errs.ErrUnavailable, app.Name, p.PID))
+			return
+		}
 		writeError(w, s.log, fmt.Errorf("%w: process %s/%s is %s, not active", errs.ErrFailedPrecondition, app.Name, p.PID, p.Status))
 		return
 	}

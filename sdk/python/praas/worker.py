@@ -61,7 +61,15 @@ def decode_invoke(f: p.Frame) -> "tuple[str, bytes, Optional[praas.Trigger]]":
 
 
 def serve(conn: Conn) -> None:
-    loop: Optional[asyncio.AbstractEventLoop] = None
+    loops: List[asyncio.AbstractEventLoop] = []
+    try:
+        _serve(conn, loops)
+    finally:
+        for loop in loops:
+            loop.close()
+
+
+def _serve(conn: Conn, loops: List[asyncio.AbstractEventLoop]) -> None:
     answer: "Optional[tuple[int, int, bytes, p.Bytes]]" = None
     while True:
         try:
@@ -83,10 +91,10 @@ def serve(conn: Conn) -> None:
             token = praas._triggered.set(trig)
             try:
                 if fn.is_async:
-                    if loop is None:
-                        loop = asyncio.new_event_loop()
-                        asyncio.set_event_loop(loop)
-                    res = loop.run_until_complete(fn.handler(data))
+                    if not loops:
+                        loops.append(asyncio.new_event_loop())
+                        asyncio.set_event_loop(loops[0])
+                    res = loops[0].run_until_complete(fn.handler(data))
                 else:
                     res = fn.handler(data)
             finally:

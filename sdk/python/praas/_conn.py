@@ -42,7 +42,7 @@ class Conn:
             parts += p.encode_frame(typ, fid, meta, payload)
         with self._wlock:
             if all(isinstance(x, bytes) for x in parts):
-                self.sock.sendall(b"".join(parts))  # type: ignore[arg-type]
+                self.sock.sendall(b"".join(parts))
                 return
             for part in parts:
                 self.sock.sendall(part)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 from typing import Any, Callable, List, Optional, TypeVar, Union
 
 import praas
@@ -21,7 +20,11 @@ T = TypeVar("T")
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
-    return await loop.run_in_executor(None, functools.partial(ctx.run, fn, *args))
+
+    def run() -> T:
+        return ctx.run(fn, *args)
+
+    return await loop.run_in_executor(None, run)
 
 
 async def state(key: str) -> Optional[bytes]:

@@ -41,8 +41,13 @@ func module(t testing.TB) string {
 // returns a data-plane connection to it.
 func startPython(t testing.TB, size int, register ...func(*process.Image)) (*process.Runtime, *client.DataConn) {
 	t.Helper()
+	return startModule(t, module(t), size, register...)
+}
+
+func startModule(t testing.TB, mod string, size int, register ...func(*process.Image)) (*process.Runtime, *client.DataConn) {
+	t.Helper()
 	interp := testenv.Python(t)
-	pool, cleanup, err := workers.StartPython(workers.Python{Module: module(t), Interpreter: interp, Workers: size}, "app", "p1")
+	pool, cleanup, err := workers.StartPython(workers.Python{Module: mod, Interpreter: interp, Workers: size}, "app", "p1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,7 @@ var experiments = []experiment{
 	{6, expSwap},
 	{7, expPeers},
 	{8, expAlloc},
+	{9, expPython},
 }
 
 func run(ctx context.Context, args []string, log io.Writer) error {

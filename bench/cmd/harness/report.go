@@ -50,6 +50,8 @@ var targets = []target{
 	{"swapout_100MiB_vs_raw", "swap-out of 100 MiB to the file store vs dd conv=fsync", "ratio", true, 1.25, "ms"},
 	{"swapin_100MiB_vs_raw", "swap-in of 100 MiB from the file store vs dd read", "ratio", true, 1.25, "ms"},
 	{"cold_start", "process create → first result, median ms", "median", true, 30, "ms"},
+	{"python_invoke_1KiB_vs_go", "Python no-op invoke, 1 KiB, vs the Go one (the worker hop)", "ratio", true, 1.3, "us"},
+	{"python_invoke_1MiB_vs_go", "Python no-op invoke, 1 MiB, vs the Go one (the worker hop)", "ratio", true, 1.2, "us"},
 }
 
 // fillMissing adds an unavailable measure for every named one a run lacks.

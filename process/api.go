@@ -105,14 +105,18 @@ func (p *Process) Recv(ctx context.Context, src, key string, timeout time.Durati
 }
 
 // Members returns the application's processes as last known (within about
-// a second of any change).
+// a second of any change). The process follows the membership from the
+// first call of Members or WaitMembers on (the first call waits for it, up
+// to two seconds).
 func (p *Process) Members() Membership {
+	p.rt.awaitMembers()
 	m, _ := p.rt.members.get()
 	return m
 }
 
 // WaitMembers waits until the membership epoch exceeds epoch and returns it.
 func (p *Process) WaitMembers(ctx context.Context, epoch uint64) (Membership, error) {
+	p.rt.members.want()
 	for first := true; ; first = false {
 		m, changed := p.rt.members.get()
 		if m.Epoch > epoch {

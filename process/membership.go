@@ -27,17 +27,74 @@ type Membership = cpapi.Membership
 
 // membership is the runtime's view of its application, kept current by a
 // long poll on the control plane.
+//
+// The long poll starts only once something wants the membership: a
+// function calls Members or WaitMembers, or looks up a peer. Each change
+// wakes every process that follows the membership, so a thousand processes
+// that never look at it (most serverless functions) would otherwise cost
+// the host a thousand wake-ups per change.
 type membership struct {
 	mu      sync.Mutex
 	cur     Membership
 	view    string        // the control plane's view cur came from, for deltas
 	changed chan struct{} // closed and replaced on every update
 	stale   map[string]bool
+	// first is closed at the first answer; wanted says the membership was
+	// asked for, and start (until called) starts the long poll.
+	first     chan struct{}
+	firstOnce sync.Once
+	wanted    bool
+	start     func()
 }
 
 func (m *membership) init() {
 	m.changed = make(chan struct{})
 	m.stale = make(map[string]bool)
+	m.first = make(chan struct{})
+}
+
+// want starts following the membership if that has not begun, and returns
+// a channel closed once the first answer is in.
+func (m *membership) want() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.wanted = true
+	if m.start != nil {
+		m.start()
+		m.start = nil
+	}
+	return m.first
+}
+
+// setStart hands over how to start following the membership (start must
+// not block): at once if it was wanted already, else at the first want.
+func (m *membership) setStart(start func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.wanted {
+		start()
+		return
+	}
+	m.start = start
+}
+
+// membersFirstWait bounds how long Members waits for the first answer of
+// the control plane, the first time a function asks.
+const membersFirstWait = 2 * time.Second
+
+// awaitMembers starts following the membership if needed and waits (up to
+// membersFirstWait) until it is known.
+func (rt *Runtime) awaitMembers() {
+	first := rt.members.want()
+	if rt.cfg.ControlPlane == "" {
+		return
+	}
+	t := time.NewTimer(membersFirstWait)
+	defer t.Stop()
+	select {
+	case <-first:
+	case <-t.C:
+	}
 }
 
 func (m *membership) get() (Membership, <-chan struct{}) {
@@ -73,6 +130,7 @@ func (m *membership) update(u cpapi.MembersUpdate) bool {
 		return true
 	}
 	m.cur, m.view = u.Membership, u.View
+	m.firstOnce.Do(func() { close(m.first) })
 	clear(m.stale)
 	close(m.changed)
 	m.changed = make(chan struct{})
@@ -139,6 +197,7 @@ func (m *membership) lookup(pid string) (Member, bool) {
 // member returns the current record of pid, asking the control plane when
 // the local view does not know it or knows it as not active.
 func (rt *Runtime) member(ctx context.Context, pid string) (Member, error) {
+	rt.members.want()
 	m, ok := rt.members.lookup(pid)
 	if !ok || m.Status != store.StatusActive {
 		if rt.cfg.ControlPlane == "" {

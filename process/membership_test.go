@@ -64,3 +64,36 @@ func TestMembershipUpdate(t *testing.T) {
 		t.Errorf("lookup(b) = %+v, %v after the delta", mem, ok)
 	}
 }
+
+// The membership is followed from the first time it is wanted: asked for
+// before the runtime could start the long poll, it starts as soon as it
+// can; asked for again, it is not started twice; never asked for, never.
+func TestMembershipFollowedOnDemand(t *testing.T) {
+	for _, wantFirst := range []bool{false, true} {
+		var m membership
+		m.init()
+		starts := 0
+		if wantFirst {
+			m.want()
+		}
+		m.setStart(func() { starts++ })
+		if wantFirst != (starts == 1) {
+			t.Fatalf("want first %v: %d starts after setStart", wantFirst, starts)
+		}
+		first := m.want()
+		m.want()
+		if starts != 1 {
+			t.Fatalf("want first %v: %d starts after two wants, want 1", wantFirst, starts)
+		}
+		select {
+		case <-first:
+			t.Fatal("first answer signalled before any answer")
+		default:
+		}
+		m.update(cpapi.MembersUpdate{View: "v", Membership: Membership{Epoch: 1, Members: []Member{}}})
+		<-first
+	}
+	var idle membership
+	idle.init()
+	idle.setStart(func() { t.Error("started without being wanted") })
+}

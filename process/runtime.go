@@ -408,7 +408,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	if rt.cfg.ControlPlane != "" {
 		reporter = make(chan error, 1)
 		go func() { reporter <- rt.report(loopCtx) }()
-		go rt.watchMembers(loopCtx)
+		rt.members.setStart(func() { go rt.watchMembers(loopCtx) }) // at the first want
 	}
 	checkpointDone := make(chan struct{})
 	if rt.swaps() && rt.cfg.CheckpointInterval > 0 {

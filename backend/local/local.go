@@ -337,6 +337,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 }
 
 func (b *Backend) reap(id ident, c *child, cmd *exec.Cmd, spec backend.Spec) {
+	awaitExit(cmd)
 	err := cmd.Wait()
 	if c.sandboxed {
 		// bubblewrap ends with its runtime; if it was killed itself, the

@@ -245,6 +245,9 @@ func (s *Server) takeOverWhere(ctx context.Context, match func(store.Process) bo
 			if !match(p) {
 				continue
 			}
+			if s.shuttingDown() {
+				return n, nil // what is not adopted yet stays for the next start
+			}
 			if err := s.takeOver(ctx, app, p, running); err != nil {
 				s.log.Warn("take over process", "app", p.App, "pid", p.PID, "err", err)
 				continue

@@ -289,12 +289,18 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if err := s.refreshReplicas(ctx); err != nil {
 		return err
 	}
-	// Processes this replica owned before a restart (same id) come back at
-	// once; those of replicas gone for good are taken over by the lease loop.
-	if err := s.takeOverOwn(ctx); err != nil {
-		return err
-	}
 	srv := &http.Server{Handler: s.gate(s.mux), ReadHeaderTimeout: 10 * time.Second}
+	// Processes this replica owned before a restart (same id) are taken
+	// back at once, while it serves and renews its lease: a generation
+	// caught mid-start or mid-swap is stopped gracefully, and its final
+	// snapshot goes through this replica's API (taking them back before
+	// serving left it unreachable and lease-less for the stop timeout).
+	// Those of replicas gone for good are taken over by the lease loop.
+	s.goBackground(func(ctx context.Context) {
+		if err := s.takeOverOwn(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("take back processes at start", "err", err)
+		}
+	})
 	s.goBackground(s.leaseLoop)
 	s.goBackground(s.sweep)
 	s.goBackground(s.watchEpochs)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/cpapi"
 )
 
 // The fault-injection suite. Under a steady load of messages (each carrying
@@ -91,6 +92,7 @@ type faults struct {
 	incs   []callAttempt            // counter increments
 	kills  map[string][]time.Time   // by pid
 	swaps  map[string][]time.Time   // completed swap-outs by pid, when each was asked for
+	snaps  map[string][]snapSeen    // snapshots the records named, by pid, as polled
 	counts map[string]int           // fault counts by kind
 	bursts int                      // killDuringSwapIn calls, naming their senders
 }
@@ -99,6 +101,12 @@ type sendAttempt struct {
 	seq        int
 	start, end time.Time
 	acked      bool
+}
+
+// snapSeen is a snapshot a process record named when polled at time at.
+type snapSeen struct {
+	at       time.Time
+	gen, seq uint64
 }
 
 type callAttempt struct {
@@ -115,7 +123,7 @@ func newFaults(t *testing.T, seed uint64, setup string) *faults {
 	ln.Close()
 	f := &faults{t: t, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), data: t.TempDir(),
 		sends: make(map[string][]sendAttempt), kills: make(map[string][]time.Time),
-		swaps: make(map[string][]time.Time), counts: make(map[string]int)}
+		swaps: make(map[string][]time.Time), snaps: make(map[string][]snapSeen), counts: make(map[string]int)}
 	f.flags = append(storeFlags(t, setup), "--listen", addr, "--isolation", "none",
 		"--checkpoint-interval", "100ms", "--heartbeat-timeout", "3s", "--log-level", "info")
 	f.cp = startControlPlane(t, f.data, f.flags...)
@@ -173,6 +181,7 @@ func (f *faults) load(ctx context.Context) *sync.WaitGroup {
 			f.mu.Unlock()
 		}
 	})
+	wg.Go(func() { f.pollSnapshots(ctx, c) })
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			for _, key := range []string{"k0", "k1", "ks"} {
@@ -342,10 +351,9 @@ func (f *faults) swapOut(pid string) bool {
 	ctx, cancel := callCtx()
 	defer cancel()
 	if _, err := testClient().SwapProcess(ctx, faultApp, pid); err != nil {
-		// Not active (coming back from a kill), or the swap failed: then
-		// the process may have ended without a final snapshot, as if
-		// killed.
-		f.note("swap of "+pid+" failed", pid)
+		// Not active (coming back from a kill): nothing to swap. A swap
+		// that fails otherwise must lose nothing either: it is no kill.
+		f.note("swap of "+pid+" failed", "")
 		f.t.Logf("swap of %s at %s: %v", pid, time.Since(f.start).Round(time.Millisecond), err)
 		return false
 	}
@@ -396,27 +404,66 @@ func (f *faults) lastGeneration(pid string) uint64 {
 	return gen
 }
 
+// pollSnapshots notes which snapshot the records of R and C name, every
+// few milliseconds, for protected.
+func (f *faults) pollSnapshots(ctx context.Context, c *client.Client) {
+	for ctx.Err() == nil {
+		for _, pid := range []string{pidR, pidC} {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			p, err := c.GetProcess(cctx, faultApp, pid)
+			cancel()
+			if err != nil {
+				continue
+			}
+			if gen, seq, ok := cpapi.ParseSnapshotKey(faultApp, pid, p.Snapshot); ok {
+				f.mu.Lock()
+				f.snaps[pid] = append(f.snaps[pid], snapSeen{at: time.Now(), gen: gen, seq: seq})
+				f.mu.Unlock()
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // protected reports whether something acknowledged in [start, end] must
-// have survived pid's kills: after every kill that followed start, a swap
-// asked for after end and completed before that kill had it in its
-// snapshot.
+// have survived pid's kills: after every kill that followed start, a
+// snapshot that holds it was recorded before the kill. That is so if a
+// swap-out asked for after end completed before the kill, or if the record
+// named snapshot GEN-SEQ at some time after end and GEN-(SEQ+2) or later
+// before the kill: a process writes one snapshot after another, so
+// SEQ+1 was reported after the first poll, and SEQ+2 taken after that.
 func (f *faults) protected(pid string, start, end time.Time) bool {
 	for _, k := range f.kills[pid] {
 		if !k.After(start) {
 			continue
 		}
-		saved := false
-		for _, s := range f.swaps[pid] {
-			if s.After(end) && s.Before(k) {
-				saved = true
-				break
-			}
-		}
-		if !saved {
+		if !f.savedBetween(pid, end, k) {
 			return false
 		}
 	}
 	return true
+}
+
+func (f *faults) savedBetween(pid string, after, before time.Time) bool {
+	for _, s := range f.swaps[pid] {
+		if s.After(after) && s.Before(before) {
+			return true
+		}
+	}
+	var first *snapSeen
+	for i, s := range f.snaps[pid] {
+		if !s.at.After(after) || !s.at.Before(before) {
+			continue
+		}
+		if first == nil || first.gen != s.gen {
+			first = &f.snaps[pid][i]
+			continue
+		}
+		if s.seq >= first.seq+2 {
+			return true
+		}
+	}
+	return false
 }
 
 // check settles the processes, reads what R recorded and C counted, and

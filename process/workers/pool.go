@@ -41,6 +41,9 @@ type Config struct {
 	// the process log).
 	Output io.Writer
 	Logger *slog.Logger
+	// NoShm sends large payloads through the socket too, instead of the
+	// workers' shared memory (for comparison).
+	NoShm bool
 }
 
 // Func is a function a worker declared in its hello.
@@ -158,6 +161,7 @@ type worker struct {
 	w      frameWriter
 	r      *frameReader
 	exited chan struct{} // closed once the process was reaped
+	shm    *shm          // nil without shared memory
 	status string        // its exit status, set before exited is closed
 
 	mu    sync.Mutex
@@ -196,14 +200,33 @@ func (p *Pool) spawn() (*worker, []Func, error) {
 	cmd.Env = p.cfg.Env
 	cmd.Stdout, cmd.Stderr = p.cfg.Output, p.cfg.Output
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	mem, err := newShm()
+	if p.cfg.NoShm {
+		if err == nil {
+			mem.close()
+		}
+		mem, err = nil, errors.New("off")
+	}
+	if err == nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, mem.f) // fd 4
+		cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "PRAAS_WORKER_SHM_FD=4")
+	} else if !p.cfg.NoShm {
+		p.log.Warn("no shared memory for a worker: large payloads go through its socket", "err", err)
+		mem = nil
+	} else {
+		mem = nil
+	}
 	// A worker must not outlive the runtime (its socket's end tells it
 	// too, but a worker busy in a function would not notice).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		conn.Close()
+		if mem != nil {
+			mem.close()
+		}
 		return nil, nil, fmt.Errorf("workers: start %s: %w", p.cfg.Command[0], err)
 	}
-	w := &worker{pool: p, cmd: cmd, conn: conn, r: newFrameReader(conn), exited: make(chan struct{})}
+	w := &worker{pool: p, cmd: cmd, conn: conn, r: newFrameReader(conn), exited: make(chan struct{}), shm: mem}
 	w.w.w = conn
 	go func() {
 		err := cmd.Wait()
@@ -217,6 +240,7 @@ func (p *Pool) spawn() (*worker, []Func, error) {
 	if err != nil {
 		conn.Close()
 		<-w.exited
+		w.closeShm()
 		return nil, nil, fmt.Errorf("workers: worker %s (%s): %w", p.cfg.Command[len(p.cfg.Command)-1], w.status, err)
 	}
 	return w, funcs, nil
@@ -331,6 +355,7 @@ func (w *worker) read() {
 	err := w.serve()
 	w.conn.Close()
 	<-w.exited
+	w.closeShm()
 	p := w.pool
 	w.mu.Lock()
 	inv := w.cur
@@ -380,7 +405,14 @@ func (w *worker) serve() error {
 			}
 			w.cur = nil
 			w.mu.Unlock()
-			if f.typ == FrameResult {
+			if f.typ == FrameResult && f.flags == FlagShm {
+				out, err := w.shmResult(f.payload)
+				if err != nil {
+					inv.done <- outcome{err: fmt.Errorf("%w: worker: %v", errs.ErrInternal, err)}
+					return err
+				}
+				inv.done <- outcome{out: out}
+			} else if f.typ == FrameResult {
 				inv.done <- outcome{out: f.payload}
 			} else {
 				inv.done <- outcome{err: wire.DecodeError(wire.Frame{Meta: f.meta, Payload: f.payload})}
@@ -401,11 +433,17 @@ func (p *Pool) Handler(name string) process.Handler {
 			return nil, err
 		}
 		inv := &invocation{id: p.nextID.Add(1), ctx: ctx, proc: proc, fn: name, done: make(chan outcome, 1)}
-		meta, payload := encodeInvoke(ctx, name, input)
+		meta, payload, triggered := encodeInvoke(ctx, name, input)
+		var flags uint8
 		w.mu.Lock()
+		if len(payload) >= shmMin && !triggered && w.shm != nil && w.shm.ensure(len(payload)) == nil {
+			// The worker is idle: the memory is the runtime's until the Invoke leaves.
+			copy(w.shm.mem, payload)
+			flags, payload = FlagShm, shmLen(len(payload))
+		}
 		w.cur, w.ready = inv, false
 		w.mu.Unlock()
-		if err := w.w.write(FrameInvoke, inv.id, meta, payload); err != nil {
+		if err := w.w.writeFlags(FrameInvoke, flags, inv.id, meta, payload); err != nil {
 			// The reader sees the socket end and fails inv.
 			w.conn.Close()
 		}
@@ -450,12 +488,40 @@ func (p *Pool) take(ctx context.Context) (*worker, error) {
 	}
 }
 
-func encodeInvoke(ctx context.Context, name string, input []byte) (meta, payload []byte) {
+// shmResult copies a result out of the shared memory.
+func (w *worker) shmResult(payload []byte) ([]byte, error) {
+	n, err := readShmLen(payload)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.shm == nil {
+		return nil, fmt.Errorf("%w: a result in shared memory, but there is none", errMalformed)
+	}
+	if err := w.shm.sync(n); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), w.shm.mem[:n]...), nil
+}
+
+// closeShm unmaps the shared memory once the worker has ended.
+func (w *worker) closeShm() {
+	w.mu.Lock()
+	m := w.shm
+	w.shm = nil
+	w.mu.Unlock()
+	if m != nil {
+		m.close()
+	}
+}
+
+func encodeInvoke(ctx context.Context, name string, input []byte) (meta, payload []byte, triggered bool) {
 	key, msgs, ok := process.Triggered(ctx)
 	m := wire.Meta{B: make([]byte, 0, 8+len(name))}
 	m.Str8(name)
 	if !ok {
-		return m.U8(0).B, input
+		return m.U8(0).B, input, false
 	}
 	m.U8(1).Str16(key).U32(uint32(len(msgs)))
 	n := 0
@@ -467,7 +533,7 @@ func encodeInvoke(ctx context.Context, name string, input []byte) (meta, payload
 		pl.Str8(msg.Src).Str16(msg.Key).U32(uint32(len(msg.Data)))
 		pl.B = append(pl.B, msg.Data...)
 	}
-	return m.B, pl.B
+	return m.B, pl.B, true
 }
 
 // call serves a worker's call. State calls are answered at once; those

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,8 +47,13 @@ func startPython(t testing.TB, size int, register ...func(*process.Image)) (*pro
 
 func startModule(t testing.TB, mod string, size int, register ...func(*process.Image)) (*process.Runtime, *client.DataConn) {
 	t.Helper()
-	interp := testenv.Python(t)
-	pool, cleanup, err := workers.StartPython(workers.Python{Module: mod, Interpreter: interp, Workers: size}, "app", "p1")
+	return startWith(t, workers.Python{Module: mod, Workers: size}, register...)
+}
+
+func startWith(t testing.TB, py workers.Python, register ...func(*process.Image)) (*process.Runtime, *client.DataConn) {
+	t.Helper()
+	py.Interpreter = testenv.Python(t)
+	pool, cleanup, err := workers.StartPython(py, "app", "p1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,5 +279,40 @@ func TestPythonBadModule(t *testing.T) {
 	_, _, err := workers.StartPython(workers.Python{Module: bad, Interpreter: interp, Workers: 1, Output: &strings.Builder{}}, "app", "p1")
 	if err == nil || !strings.Contains(err.Error(), "no import for you") {
 		t.Fatalf("start with a module that fails: %v, want the exception", err)
+	}
+}
+
+// TestPythonLargePayloads sends inputs and results around the size from
+// which they go through the worker's shared memory, which grows on the way.
+func TestPythonLargePayloads(t *testing.T) {
+	for _, noShm := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noshm=%v", noShm), func(t *testing.T) {
+			_, dc := startWith(t, workers.Python{Module: module(t), Workers: 1, NoSharedMemory: noShm})
+			testLargePayloads(t, dc)
+		})
+	}
+}
+
+func testLargePayloads(t *testing.T, dc *client.DataConn) {
+	for _, n := range []int{64<<10 - 1, 64 << 10, 3 << 20, 100 << 10, 9<<20 + 5, 1} {
+		in := make([]byte, n)
+		for i := range in {
+			in[i] = byte(i*7 + n)
+		}
+		out, err := dc.Invoke(context.Background(), "echo", in)
+		if err != nil {
+			t.Fatalf("echo of %d bytes: %v", n, err)
+		}
+		if !bytes.Equal(out, in) {
+			t.Fatalf("echo of %d bytes returned %d bytes, not the same", n, len(out))
+		}
+	}
+	// A large input to a function whose result is small, and the reverse.
+	out := invoke(t, dc, "state-put", "big="+strings.Repeat("x", 2<<20))
+	if out != "" {
+		t.Fatalf("state-put = %q", out)
+	}
+	if got := invoke(t, dc, "state-read", "big"); got != strings.Repeat("x", 2<<20) {
+		t.Fatalf("state-read of a 2 MiB value returned %d bytes", len(got))
 	}
 }

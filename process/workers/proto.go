@@ -14,7 +14,7 @@
 //	offset size field
 //	0      4    BodyLen  uint32, big endian: bytes after the header (meta + payload)
 //	4      1    Type     one of the Frame* constants below
-//	5      1    Flags    reserved, must be 0
+//	5      1    Flags    0, or FlagShm on Invoke (not triggered) and Result
 //	6      2    MetaLen  uint16: the first MetaLen bytes of the body are the
 //	                     type-specific metadata; the rest is the payload
 //	8      8    ID       an invocation id (chosen by the runtime) on Invoke
@@ -27,6 +27,15 @@
 // FrameInvoke, may make calls (several at once, by id) while it runs, and
 // answers FrameResult or FrameError. Frames of a direction are read in
 // order; the runtime answers calls in any order.
+//
+// Shared memory: a worker may inherit a memfd as file descriptor 4
+// (PRAAS_WORKER_SHM_FD names it; absent, there is none). An Invoke or a
+// Result with FlagShm carries, instead of its payload, the payload's length
+// (uint64); the payload is at offset 0 of that memory, which the sender
+// grew (ftruncate, never shrinking) to hold it and the receiver maps at its
+// current size (fstat) when it is shorter. Whoever holds the invocation
+// owns the memory: the runtime until it sends the Invoke, the worker until
+// it sends the Result, the runtime until it copied the result out.
 //
 // Version history:
 //
@@ -96,6 +105,10 @@ const (
 	FrameReply uint8 = 8
 )
 
+// FlagShm: the payload is in the worker's shared memory; the frame's
+// payload is its length, uint64.
+const FlagShm uint8 = 1
+
 // Call operations.
 const (
 	OpGet     uint8 = 1
@@ -120,6 +133,7 @@ var errMalformed = errors.New("malformed worker frame")
 
 type frame struct {
 	typ     uint8
+	flags   uint8
 	id      uint64
 	meta    []byte
 	payload []byte
@@ -140,13 +154,13 @@ func (r *frameReader) next() (frame, error) {
 		return frame{}, err
 	}
 	body := binary.BigEndian.Uint32(r.hdr[0:4])
-	f := frame{typ: r.hdr[4], id: binary.BigEndian.Uint64(r.hdr[8:16])}
+	f := frame{typ: r.hdr[4], flags: r.hdr[5], id: binary.BigEndian.Uint64(r.hdr[8:16])}
 	metaLen := binary.BigEndian.Uint16(r.hdr[6:8])
 	switch {
 	case f.typ < FrameHello || f.typ > FrameReply:
 		return f, fmt.Errorf("%w: unknown type %d", errMalformed, f.typ)
-	case r.hdr[5] != 0:
-		return f, fmt.Errorf("%w: flags %#x", errMalformed, r.hdr[5])
+	case f.flags != 0 && !(f.flags == FlagShm && (f.typ == FrameResult || f.typ == FrameInvoke)):
+		return f, fmt.Errorf("%w: flags %#x on type %d", errMalformed, f.flags, f.typ)
 	case uint32(metaLen) > body:
 		return f, fmt.Errorf("%w: metadata longer than the body", errMalformed)
 	case body > maxPayload:
@@ -169,6 +183,10 @@ type frameWriter struct {
 }
 
 func (w *frameWriter) write(typ uint8, id uint64, meta, payload []byte) error {
+	return w.writeFlags(typ, 0, id, meta, payload)
+}
+
+func (w *frameWriter) writeFlags(typ, flags uint8, id uint64, meta, payload []byte) error {
 	if len(meta) > wire.MaxMeta {
 		return fmt.Errorf("%w: metadata of %d bytes", errMalformed, len(meta))
 	}
@@ -179,7 +197,7 @@ func (w *frameWriter) write(typ uint8, id uint64, meta, payload []byte) error {
 	defer w.mu.Unlock()
 	var hdr [headerLen]byte
 	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(meta)+len(payload)))
-	hdr[4] = typ
+	hdr[4], hdr[5] = typ, flags
 	binary.BigEndian.PutUint16(hdr[6:8], uint16(len(meta)))
 	binary.BigEndian.PutUint64(hdr[8:16], id)
 	w.buf = append(append(w.buf[:0], hdr[:]...), meta...)

@@ -27,6 +27,9 @@ type Python struct {
 	// Output receives the workers' stdout and stderr (default os.Stderr).
 	Output io.Writer
 	Logger *slog.Logger
+	// NoSharedMemory sends large inputs and results through the workers'
+	// sockets instead of shared memory (for comparison).
+	NoSharedMemory bool
 }
 
 // DefaultInterpreter is the Python a worker runs unless told otherwise.
@@ -77,6 +80,7 @@ func StartPython(py Python, app, pid string) (*Pool, func(), error) {
 		PID:     pid,
 		Output:  py.Output,
 		Logger:  py.Logger,
+		NoShm:   py.NoSharedMemory,
 	})
 	if err != nil {
 		os.RemoveAll(sdk)

@@ -35,11 +35,12 @@ class Conn:
             for part in parts:
                 self.sock.sendall(part)
 
-    def write_many(self, frames: "list[tuple[int, int, bytes, p.Bytes]]") -> None:
-        """Writes several frames with as few system calls as it can."""
+    def write_many(self, frames: "list[tuple[int, int, bytes, p.Bytes, int]]") -> None:
+        """Writes several frames (type, id, meta, payload, flags) with as
+        few system calls as it can."""
         parts: "list[p.Bytes]" = []
-        for typ, fid, meta, payload in frames:
-            parts += p.encode_frame(typ, fid, meta, payload)
+        for typ, fid, meta, payload, flags in frames:
+            parts += p.encode_frame(typ, fid, meta, payload, flags)
         with self._wlock:
             if all(isinstance(x, bytes) for x in parts):
                 self.sock.sendall(b"".join(parts))

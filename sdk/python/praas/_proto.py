@@ -8,6 +8,8 @@ body: metadata, then payload.
 
 from __future__ import annotations
 
+import mmap
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -27,6 +29,11 @@ RESULT = 5  # worker -> runtime: payload output
 ERROR = 6  # either way: code u16; payload message
 CALL = 7  # worker -> runtime: op u8, op-specific meta; payload
 REPLY = 8  # runtime -> worker: op-specific meta; payload
+
+# Header flags: FLAG_SHM on an INVOKE or a RESULT says the payload is in
+# the worker's shared memory (a memfd), the frame's payload its length u64.
+FLAG_SHM = 1
+SHM_MIN = 64 << 10
 
 # Call operations.
 OP_GET = 1
@@ -57,6 +64,7 @@ class Frame:
     id: int
     meta: bytes
     payload: bytes
+    flags: int = 0
 
 
 class MetaWriter:
@@ -184,7 +192,7 @@ class FrameReader:
         self._fill(HEADER_LEN)
         body_len, typ, flags, meta_len, fid = HEADER.unpack_from(self.buf, self.start)
         self.start += HEADER_LEN
-        if flags != 0:
+        if flags not in (0, FLAG_SHM):
             raise ProtocolError(f"unknown flags {flags:#x}")
         if meta_len > body_len:
             raise ProtocolError("metadata longer than body")
@@ -193,16 +201,51 @@ class FrameReader:
         meta = self._take(meta_len) if meta_len else b""
         n = body_len - meta_len
         payload = self._take(n) if n else b""
-        return Frame(typ, fid, meta, payload)
+        return Frame(typ, fid, meta, payload, flags)
 
 
-def encode_frame(typ: int, fid: int, meta: bytes = b"", payload: Bytes = b"") -> list[Bytes]:
+def encode_frame(typ: int, fid: int, meta: bytes = b"", payload: Bytes = b"", flags: int = 0) -> "list[Bytes]":
     if len(meta) > 65535:
         raise ValueError("metadata over 65535 bytes")
-    hdr = HEADER.pack(len(meta) + len(payload), typ, 0, len(meta), fid)
+    hdr = HEADER.pack(len(meta) + len(payload), typ, flags, len(meta), fid)
     if len(payload) < 65536:
         return [hdr + meta + bytes(payload)]
     return [hdr + meta, payload]
+
+
+class SharedMemory:
+    """The worker's shared memory with the runtime (see FLAG_SHM)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.mm: "Optional[mmap.mmap]" = None
+
+    def _map(self, size: int) -> "mmap.mmap":
+        if self.mm is not None and len(self.mm) >= size:
+            return self.mm
+        cur = os.fstat(self.fd).st_size
+        if cur < size:
+            new = max(1 << 20, len(self.mm) if self.mm is not None else 0)
+            while new < size:
+                new *= 2
+            os.ftruncate(self.fd, new)
+            cur = new
+        if self.mm is not None:
+            self.mm.close()
+        self.mm = mmap.mmap(self.fd, cur)
+        return self.mm
+
+    def read(self, payload: bytes) -> bytes:
+        (n,) = struct.unpack(">Q", payload)
+        if n > os.fstat(self.fd).st_size:
+            raise ProtocolError(f"{n} bytes in shared memory of {os.fstat(self.fd).st_size}")
+        return self._map(n)[:n]
+
+    def write(self, data: Bytes) -> bytes:
+        """Puts data at offset 0 and returns the frame payload that says so."""
+        n = len(data)
+        self._map(n)[:n] = data
+        return struct.pack(">Q", n)
 
 
 def as_bytes(data: Optional[Union[Bytes, str]]) -> Bytes:

@@ -44,10 +44,14 @@ def hello_payload() -> bytes:
     return w.bytes()
 
 
-def decode_invoke(f: p.Frame) -> "tuple[str, bytes, Optional[praas.Trigger]]":
+def decode_invoke(f: p.Frame, shm: "Optional[p.SharedMemory]") -> "tuple[str, bytes, Optional[praas.Trigger]]":
     r = p.MetaReader(f.meta)
     name = r.str8()
     if r.u8() == 0:
+        if f.flags == p.FLAG_SHM:
+            if shm is None:
+                raise p.ProtocolError("an input in shared memory, but there is none")
+            return name, shm.read(f.payload), None
         return name, f.payload, None
     key = r.str16()
     count = r.u32()
@@ -60,21 +64,21 @@ def decode_invoke(f: p.Frame) -> "tuple[str, bytes, Optional[praas.Trigger]]":
     return name, data, praas.Trigger(key, tuple(msgs))
 
 
-def serve(conn: Conn) -> None:
+def serve(conn: Conn, shm: "Optional[p.SharedMemory]" = None) -> None:
     loops: List[asyncio.AbstractEventLoop] = []
     try:
-        _serve(conn, loops)
+        _serve(conn, loops, shm)
     finally:
         for loop in loops:
             loop.close()
 
 
-def _serve(conn: Conn, loops: List[asyncio.AbstractEventLoop]) -> None:
-    answer: "Optional[tuple[int, int, bytes, p.Bytes]]" = None
+def _serve(conn: Conn, loops: List[asyncio.AbstractEventLoop], shm: "Optional[p.SharedMemory]") -> None:
+    answer: "Optional[tuple[int, int, bytes, p.Bytes, int]]" = None
     while True:
         try:
             # The answer and the request for the next invocation leave together.
-            nxt: "tuple[int, int, bytes, p.Bytes]" = (p.NEXT, 0, b"", b"")
+            nxt: "tuple[int, int, bytes, p.Bytes, int]" = (p.NEXT, 0, b"", b"", 0)
             conn.write_many([answer, nxt] if answer is not None else [nxt])
             answer = None
             f = conn.next_invocation()
@@ -84,7 +88,7 @@ def _serve(conn: Conn, loops: List[asyncio.AbstractEventLoop]) -> None:
             raise p.ProtocolError(f"unexpected frame type {f.type}")
         typ, meta, out = p.RESULT, b"", b""
         try:
-            name, data, trig = decode_invoke(f)
+            name, data, trig = decode_invoke(f, shm)
             fn = praas._registry.get(name)
             if fn is None:
                 raise praas.PraasError(praas.NOT_FOUND, f"function {name!r} is not in the module")
@@ -107,7 +111,13 @@ def _serve(conn: Conn, loops: List[asyncio.AbstractEventLoop]) -> None:
             fname = bytes(f.meta[1 : 1 + f.meta[0]]).decode(errors="replace") if f.meta else "?"
             print(f"praas worker: function {fname!r} failed:\n{tb}", file=sys.stderr, flush=True)
             typ, meta, out = p.ERROR, p.MetaWriter().u16(praas.FUNCTION_FAILED).bytes(), f"{type(e).__name__}: {e}".encode()
-        answer = (typ, f.id, meta, out)
+        flags = 0
+        if typ == p.RESULT and shm is not None and len(out) >= p.SHM_MIN:
+            try:
+                out, flags = shm.write(out), p.FLAG_SHM
+            except OSError as e:  # out of memory for the mapping: the socket will do
+                print(f"praas worker: shared memory: {e}", file=sys.stderr, flush=True)
+        answer = (typ, f.id, meta, out, flags)
 
 
 def main(argv: List[str]) -> int:
@@ -137,7 +147,8 @@ def main(argv: List[str]) -> int:
         raise p.ProtocolError("runtime speaks another protocol version")
     praas._proc.app, praas._proc.pid = r.str8(), r.str8()
     praas._proc.conn = conn
-    serve(conn)
+    shm_fd = os.environ.get("PRAAS_WORKER_SHM_FD")
+    serve(conn, p.SharedMemory(int(shm_fd)) if shm_fd else None)
     return 0
 
 

@@ -222,5 +222,25 @@ class APITest(unittest.TestCase):
             self.assertEqual(len(r.next().payload), 70000)
 
 
+
+class BuildTest(unittest.TestCase):
+    def test_wheel(self) -> None:
+        import tempfile
+        import zipfile
+
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "_build"))
+        import praas_build
+
+        with tempfile.TemporaryDirectory() as d:
+            name = praas_build.build_wheel(d)
+            with zipfile.ZipFile(os.path.join(d, name)) as z:
+                names = set(z.namelist())
+                self.assertIn("praas/__init__.py", names)
+                self.assertIn("praas/worker.py", names)
+                self.assertIn("praas/py.typed", names)
+                self.assertIn("praas-0.1.0.dist-info/RECORD", names)
+                self.assertIn(b"Name: praas", z.read("praas-0.1.0.dist-info/METADATA"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -31,13 +31,13 @@ func pythonModule(t *testing.T) string {
 // killed with SIGKILL in the middle of an invocation.
 func TestPythonApp(t *testing.T) {
 	testenv.Python(t)
-	for _, mode := range []string{"none", "namespaces"} {
+	for _, mode := range []string{"none", "user", "namespaces"} {
 		t.Run(mode, func(t *testing.T) {
-			if mode == "namespaces" && (os.Geteuid() != 0 || !hasBwrap()) {
+			if mode != "none" && (os.Geteuid() != 0 || (mode == "namespaces" && !hasBwrap())) {
 				if testenv.InCI() {
-					t.Fatal("isolation namespaces needs root and bubblewrap, and CI must run it")
+					t.Fatal("isolation " + mode + " needs root (and bubblewrap for namespaces), and CI must run it")
 				}
-				t.Skip("SKIPPING Python in isolation namespaces: needs root and bubblewrap")
+				t.Skip("SKIPPING Python in isolation " + mode + ": needs root (and bubblewrap for namespaces)")
 			}
 			testPythonApp(t, mode)
 		})

@@ -24,18 +24,19 @@ import (
 // The fault-injection suite. Under a steady load of messages (each carrying
 // its source, key and a sequence number per (source, key)) and counter
 // increments, it kills -9, at random seeded points: the control plane
-// (restarted on the same address), a process, and the receiver while it
-// is swapped in with a backup queue to deliver. Then a checker proves:
+// (restarted on the same address), a process, and the receiver or the
+// control plane while the receiver is swapped in with a backup queue to
+// deliver. Then a checker proves:
 //
 //   - every message the receiver recorded was sent, is recorded once, and
 //     in order per (source, key);
-//   - every acknowledged message is recorded, unless a kill of the receiver
-//     came after it was sent with no completed swap-out in between (a crash
-//     loses what was acknowledged since the last snapshot; periodic
-//     checkpoints are not visible from outside, so those are let off);
-//   - the counter holds at least every increment acknowledged before a
-//     swap-out that preceded its last kill, plus every one acknowledged
-//     after that kill, and no more than were attempted.
+//   - every acknowledged message is recorded, unless the receiver was
+//     killed after it was sent and before a snapshot that holds it was
+//     recorded (a crash loses what was acknowledged since the last
+//     snapshot; see protected);
+//   - the counter holds at least every acknowledged increment that a
+//     recorded snapshot holds from every later kill, and no more than were
+//     attempted.
 //
 // PRAAS_FAULT_SEED replays a run; -short runs fewer rounds. With
 // PRAAS_TEST_REDIS and PRAAS_TEST_S3 set it runs against Redis and S3, else
@@ -239,14 +240,16 @@ func (f *faults) run(rounds int) {
 	wg := f.load(ctx)
 	for round := range rounds {
 		time.Sleep(time.Duration(100+f.rng.IntN(400)) * time.Millisecond)
-		switch kind := f.rng.IntN(4); kind {
+		switch kind := f.rng.IntN(5); kind {
 		case 0:
 			f.killControlPlane()
 		case 1:
 			f.killProcess(round)
 		case 2:
-			f.killDuringSwapIn()
+			f.killDuringSwapIn(false)
 		case 3:
+			f.killDuringSwapIn(true)
+		case 4:
 			f.swapOut([]string{pidR, pidC}[f.rng.IntN(2)])
 		}
 	}
@@ -310,10 +313,12 @@ func (f *faults) killProcess(round int) {
 }
 
 // killDuringSwapIn swaps R out, sends it a burst (its backup queue, whose
-// first message starts the swap-in), and kills the new R a random moment
+// first message starts the swap-in), and kills the new R (or, with
+// controlPlane, the control plane, which is started again) a random moment
 // after it started: before it registered, while its queue is delivered, or
-// just after.
-func (f *faults) killDuringSwapIn() {
+// just after. A control plane killed between a window's acknowledgement
+// and its trim delivers that window again; R must drop it.
+func (f *faults) killDuringSwapIn(controlPlane bool) {
 	gen := f.lastGeneration(pidR)
 	if !f.swapOut(pidR) {
 		return
@@ -328,11 +333,16 @@ func (f *faults) killDuringSwapIn() {
 	for i := range 8 {
 		wg.Go(func() { f.restSender(ctx, c, fmt.Sprintf("burst%d.%d", burst, i), "k0") })
 	}
-	delay := time.Duration(f.rng.IntN(150)) * time.Millisecond
+	delay := time.Duration(f.rng.IntN(100)) * time.Millisecond
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if r, ok := f.runRecord(pidR, gen); ok {
 			time.Sleep(delay)
+			if controlPlane {
+				f.note("control plane during swap-in", "")
+				f.killControlPlane()
+				break
+			}
 			f.note("receiver during swap-in", pidR)
 			_ = syscall.Kill(r.OSPID, syscall.SIGKILL)
 			break

@@ -130,7 +130,35 @@ func (s *Server) internalInvoke(w http.ResponseWriter, r *http.Request) {
 
 // heartbeatReply is what every accepted report is answered with.
 func (s *Server) heartbeatReply(app string) cpapi.HeartbeatReply {
-	return cpapi.HeartbeatReply{Epoch: s.knownEpoch(app), Replicas: s.liveReplicaURLs()}
+	return cpapi.HeartbeatReply{Epoch: s.knownEpoch(app), Replicas: s.liveReplicaURLs(),
+		IntervalNanos: int64(s.beatInterval())}
+}
+
+// beatsPerSecond is the heartbeat budget of a replica: with more processes
+// than it can hear from once a second, it asks them to beat less often (a
+// thousand processes: every 4 s), and waits as many times longer before it
+// calls one silent. Each heartbeat costs the process and the replica an
+// HTTP round trip; a thousand a second were most of what a thousand idle
+// processes cost a small host.
+const beatsPerSecond = 250
+
+// beatInterval is how often this replica asks its processes to beat (0:
+// as often as they like, once a second by default).
+func (s *Server) beatInterval() time.Duration {
+	s.mu.Lock()
+	n := len(s.live)
+	s.mu.Unlock()
+	if n <= beatsPerSecond {
+		return 0
+	}
+	return time.Duration(n) * time.Second / beatsPerSecond
+}
+
+// silenceLimit is how long a process may go without a heartbeat before it
+// is marked failed: HeartbeatTimeout, stretched as beatInterval stretches
+// the interval beyond a second.
+func (s *Server) silenceLimit() time.Duration {
+	return max(s.cfg.HeartbeatTimeout, time.Duration(float64(s.cfg.HeartbeatTimeout)*s.beatInterval().Seconds()))
 }
 
 // authLive checks that a report comes from the live process l: its

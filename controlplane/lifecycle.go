@@ -613,6 +613,7 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		limit := s.silenceLimit()
 		s.mu.Lock()
 		var silent []*live
 		for _, l := range s.live {
@@ -622,14 +623,14 @@ func (s *Server) sweep(ctx context.Context) {
 				continue
 			}
 			l.mu.Lock()
-			if l.startErr == nil && !l.stopping && time.Since(l.lastBeat) > s.cfg.HeartbeatTimeout {
+			if l.startErr == nil && !l.stopping && time.Since(l.lastBeat) > limit {
 				silent = append(silent, l)
 			}
 			l.mu.Unlock()
 		}
 		s.mu.Unlock()
 		for _, l := range silent {
-			s.log.Warn("process silent, marking failed", "app", l.app, "pid", l.pid, "timeout", s.cfg.HeartbeatTimeout)
+			s.log.Warn("process silent, marking failed", "app", l.app, "pid", l.pid, "timeout", limit)
 			s.kill(ctx, l)
 			s.endRecord(ctx, l, store.StatusFailed)
 		}

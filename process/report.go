@@ -33,6 +33,7 @@ func (rt *Runtime) report(ctx context.Context) error {
 	lastContact := time.Now()
 	tick := time.NewTicker(rt.cfg.Heartbeat)
 	defer tick.Stop()
+	interval := rt.cfg.Heartbeat
 	for {
 		var err error
 		var reply cpapi.HeartbeatReply
@@ -62,6 +63,10 @@ func (rt *Runtime) report(ctx context.Context) error {
 			rt.renewCert(reply.TLSCert, reply.TLSKey)
 			if reply.Orphan != nil {
 				rt.orphanPut.Store(reply.Orphan)
+			}
+			if d := max(rt.cfg.Heartbeat, time.Duration(reply.IntervalNanos)); d != interval {
+				interval = d
+				tick.Reset(d)
 			}
 			if reply.Owner != "" && rt.cp.follow(reply.Owner) {
 				// Another replica owns us: register there at once.

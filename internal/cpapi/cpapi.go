@@ -138,6 +138,11 @@ type Heartbeat struct {
 // it differs from the epoch the runtime reported knowing.
 type HeartbeatReply struct {
 	Epoch uint64 `json:"epoch"`
+	// IntervalNanos, when longer than the runtime's own heartbeat interval,
+	// is how often the control plane wants heartbeats from now on: a
+	// replica with many processes spaces them out (see the control plane's
+	// heartbeat budget).
+	IntervalNanos int64 `json:"interval_ns,omitempty"`
 	// Owner, when set, is the URL of the replica that owns the process:
 	// the runtime sends its reports there from now on.
 	Owner string `json:"owner,omitempty"`

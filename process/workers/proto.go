@@ -14,7 +14,8 @@
 //	offset size field
 //	0      4    BodyLen  uint32, big endian: bytes after the header (meta + payload)
 //	4      1    Type     one of the Frame* constants below
-//	5      1    Flags    0, or FlagShm on Invoke (not triggered) and Result
+//	5      1    Flags    FlagShm on Invoke (not triggered) and Result,
+//	                     FlagNext on Result and Error from a worker; else 0
 //	6      2    MetaLen  uint16: the first MetaLen bytes of the body are the
 //	                     type-specific metadata; the rest is the payload
 //	8      8    ID       an invocation id (chosen by the runtime) on Invoke
@@ -44,6 +45,7 @@ package workers
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -105,9 +107,15 @@ const (
 	FrameReply uint8 = 8
 )
 
-// FlagShm: the payload is in the worker's shared memory; the frame's
-// payload is its length, uint64.
-const FlagShm uint8 = 1
+// Frame flags.
+const (
+	// FlagShm: the payload is in the worker's shared memory; the frame's
+	// payload is its length, uint64.
+	FlagShm uint8 = 1
+	// FlagNext on a worker's Result or Error: it is ready for its next
+	// invocation, as if a Next followed (which it then does not send).
+	FlagNext uint8 = 2
+)
 
 // Call operations.
 const (
@@ -159,19 +167,53 @@ func (r *frameReader) next() (frame, error) {
 	switch {
 	case f.typ < FrameHello || f.typ > FrameReply:
 		return f, fmt.Errorf("%w: unknown type %d", errMalformed, f.typ)
-	case f.flags != 0 && !(f.flags == FlagShm && (f.typ == FrameResult || f.typ == FrameInvoke)):
+	case f.flags&^allowedFlags(f.typ) != 0:
 		return f, fmt.Errorf("%w: flags %#x on type %d", errMalformed, f.flags, f.typ)
 	case uint32(metaLen) > body:
 		return f, fmt.Errorf("%w: metadata longer than the body", errMalformed)
 	case body > maxPayload:
 		return f, fmt.Errorf("%w: body of %d bytes", errMalformed, body)
 	}
-	b := make([]byte, body)
-	if _, err := io.ReadFull(r.br, b); err != nil {
+	b, err := readBody(r.br, int(body))
+	if err != nil {
 		return f, err
 	}
 	f.meta, f.payload = b[:metaLen], b[metaLen:]
 	return f, nil
+}
+
+// readBody reads n bytes. A large body is allocated as it arrives, not as
+// its header claims: a header that lies about its length costs no more
+// than the bytes that follow it.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	const whole = 1 << 20
+	if n <= whole {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(whole)
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// allowedFlags are the flags a frame of type typ may carry.
+func allowedFlags(typ uint8) uint8 {
+	switch typ {
+	case FrameInvoke:
+		return FlagShm
+	case FrameResult:
+		return FlagShm | FlagNext
+	case FrameError:
+		return FlagNext
+	}
+	return 0
 }
 
 // frameWriter writes frames; safe for concurrent use. Header, metadata and

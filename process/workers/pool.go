@@ -388,14 +388,9 @@ func (w *worker) serve() error {
 		}
 		switch f.typ {
 		case FrameNext:
-			w.mu.Lock()
-			if w.cur != nil || w.ready {
-				w.mu.Unlock()
-				return fmt.Errorf("%w: next while it has an invocation or asked already", errMalformed)
+			if err := w.markReady(); err != nil {
+				return err
 			}
-			w.ready = true
-			w.mu.Unlock()
-			w.pool.idle <- w // never blocks: it has room for every worker
 		case FrameResult, FrameError:
 			w.mu.Lock()
 			inv := w.cur
@@ -405,24 +400,48 @@ func (w *worker) serve() error {
 			}
 			w.cur = nil
 			w.mu.Unlock()
-			if f.typ == FrameResult && f.flags == FlagShm {
+			var o outcome
+			switch {
+			case f.typ == FrameResult && f.flags&FlagShm != 0:
 				out, err := w.shmResult(f.payload)
 				if err != nil {
 					inv.done <- outcome{err: fmt.Errorf("%w: worker: %v", errs.ErrInternal, err)}
 					return err
 				}
-				inv.done <- outcome{out: out}
-			} else if f.typ == FrameResult {
-				inv.done <- outcome{out: f.payload}
-			} else {
-				inv.done <- outcome{err: wire.DecodeError(wire.Frame{Meta: f.meta, Payload: f.payload})}
+				o.out = out
+			case f.typ == FrameResult:
+				o.out = f.payload
+			default:
+				o.err = wire.DecodeError(wire.Frame{Meta: f.meta, Payload: f.payload})
 			}
+			// Ready again before the caller learns the outcome, so that
+			// its next invocation finds the worker free.
+			if f.flags&FlagNext != 0 {
+				if err := w.markReady(); err != nil {
+					inv.done <- o
+					return err
+				}
+			}
+			inv.done <- o
 		case FrameCall:
 			w.call(f)
 		default:
 			return fmt.Errorf("%w: unexpected frame type %d from a worker", errMalformed, f.typ)
 		}
 	}
+}
+
+// markReady puts the worker, which asked for an invocation, in the pool.
+func (w *worker) markReady() error {
+	w.mu.Lock()
+	if w.cur != nil || w.ready {
+		w.mu.Unlock()
+		return fmt.Errorf("%w: next while it has an invocation or asked already", errMalformed)
+	}
+	w.ready = true
+	w.mu.Unlock()
+	w.pool.idle <- w // never blocks: it has room for every worker
+	return nil
 }
 
 // Handler returns the handler that runs function name on a worker.

@@ -22,29 +22,16 @@ class Conn:
         self.sock = sock
         self._reader = p.FrameReader(sock)
         self._wlock = threading.Lock()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._reading = False
         self._replies: Dict[int, p.Frame] = {}
         self._invokes: Deque[p.Frame] = collections.deque()
         self._closed: Optional[BaseException] = None
         self._ids = itertools.count(1)
 
-    def write(self, typ: int, fid: int, meta: bytes = b"", payload: p.Bytes = b"") -> None:
-        parts = p.encode_frame(typ, fid, meta, payload)
+    def write(self, typ: int, fid: int, meta: bytes = b"", payload: p.Bytes = b"", flags: int = 0) -> None:
+        parts = p.encode_frame(typ, fid, meta, payload, flags)
         with self._wlock:
-            for part in parts:
-                self.sock.sendall(part)
-
-    def write_many(self, frames: "list[tuple[int, int, bytes, p.Bytes, int]]") -> None:
-        """Writes several frames (type, id, meta, payload, flags) with as
-        few system calls as it can."""
-        parts: "list[p.Bytes]" = []
-        for typ, fid, meta, payload, flags in frames:
-            parts += p.encode_frame(typ, fid, meta, payload, flags)
-        with self._wlock:
-            if all(isinstance(x, bytes) for x in parts):
-                self.sock.sendall(b"".join(parts))
-                return
             for part in parts:
                 self.sock.sendall(part)
 

@@ -33,6 +33,9 @@ REPLY = 8  # runtime -> worker: op-specific meta; payload
 # Header flags: FLAG_SHM on an INVOKE or a RESULT says the payload is in
 # the worker's shared memory (a memfd), the frame's payload its length u64.
 FLAG_SHM = 1
+# FLAG_NEXT on a RESULT or an ERROR: the worker is ready for its next
+# invocation (it sends no NEXT then).
+FLAG_NEXT = 2
 SHM_MIN = 64 << 10
 
 # Call operations.
@@ -192,7 +195,7 @@ class FrameReader:
         self._fill(HEADER_LEN)
         body_len, typ, flags, meta_len, fid = HEADER.unpack_from(self.buf, self.start)
         self.start += HEADER_LEN
-        if flags not in (0, FLAG_SHM):
+        if flags & ~(FLAG_SHM | FLAG_NEXT):
             raise ProtocolError(f"unknown flags {flags:#x}")
         if meta_len > body_len:
             raise ProtocolError("metadata longer than body")

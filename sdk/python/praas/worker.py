@@ -77,10 +77,13 @@ def _serve(conn: Conn, loops: List[asyncio.AbstractEventLoop], shm: "Optional[p.
     answer: "Optional[tuple[int, int, bytes, p.Bytes, int]]" = None
     while True:
         try:
-            # The answer and the request for the next invocation leave together.
-            nxt: "tuple[int, int, bytes, p.Bytes, int]" = (p.NEXT, 0, b"", b"", 0)
-            conn.write_many([answer, nxt] if answer is not None else [nxt])
-            answer = None
+            # The answer says the worker is ready for the next invocation.
+            if answer is None:
+                conn.write(p.NEXT, 0)
+            else:
+                typ, fid, meta, out, flags = answer
+                conn.write(typ, fid, meta, out, flags | p.FLAG_NEXT)
+                answer = None
             f = conn.next_invocation()
         except (EOFError, OSError):
             return  # the runtime closed the socket: the pool stops

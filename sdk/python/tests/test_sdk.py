@@ -30,6 +30,7 @@ class FakeRuntime:
         self.state: Dict[str, bytes] = {}
         self.mail: List[Tuple[str, str, bytes]] = []
         self.lock = threading.Lock()
+        self.ready = False  # the last answer said FLAG_NEXT
 
     def write(self, typ: int, fid: int, meta: bytes = b"", payload: bytes = b"") -> None:
         with self.lock:
@@ -47,14 +48,18 @@ class FakeRuntime:
         return fns
 
     def invoke(self, fid: int, meta: bytes, payload: bytes = b"") -> p.Frame:
-        """Waits for NEXT, sends the invocation, serves calls until its answer."""
-        f = self.reader.next()
-        assert f.type == p.NEXT, f.type
+        """Waits until the worker is ready, sends the invocation, serves
+        calls until its answer."""
+        if not self.ready:
+            f = self.reader.next()
+            assert f.type == p.NEXT, f.type
         self.write(p.INVOKE, fid, meta, payload)
         while True:
             f = self.reader.next()
             if f.type in (p.RESULT, p.ERROR):
                 assert f.id == fid
+                assert f.flags == p.FLAG_NEXT, f.flags  # no shared memory here
+                self.ready = True
                 return f
             assert f.type == p.CALL, f.type
             self.call(f)

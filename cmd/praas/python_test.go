@@ -45,7 +45,8 @@ func TestPythonApp(t *testing.T) {
 }
 
 func testPythonApp(t *testing.T, mode string) {
-	startControlPlane(t, t.TempDir(), "--isolation", mode)
+	data := t.TempDir()
+	startControlPlane(t, data, "--isolation", mode)
 	mustPraas(t, "", "app", "create", "py", "--image", "python:"+pythonModule(t))
 	mustPraas(t, "", "process", "create", "py", "--pid", "p1")
 	mustPraas(t, "", "process", "create", "py", "--pid", "p2")
@@ -98,6 +99,18 @@ func testPythonApp(t *testing.T, mode string) {
 	waitFor(t, 30*time.Second, "p1 swapped", func() bool { return processStatus(t, "py", "p1").Status == "swapped" })
 	want(inv("p1", "count", ""), "4")
 	want(inv("p1", "state-read", "total/r1"), "6 from ,,")
+
+	// Workers print into the process log, never into the protocol; a
+	// failed function's traceback goes there too.
+	want(inv("p2", "shout", "loud"), "")
+	if _, errOut, code := runCLI(t, "", "invoke", "py", "fail", "--pid", "p2"); code == 0 || !strings.Contains(errOut, "ValueError: it went wrong") {
+		t.Errorf("fail: exit %d, %q; want an error naming the exception", code, errOut)
+	}
+	waitFor(t, 30*time.Second, "worker output in the process log", func() bool {
+		log, _, code := runCLI(t, "", "process", "logs", "py", "p2", "--data", data)
+		return code == 0 && strings.Contains(log, "to stdout: loud") && strings.Contains(log, "to stderr: loud") &&
+			strings.Contains(log, `raise ValueError("it went wrong")`)
+	})
 
 	// A worker killed mid-invocation: that invocation fails, the state
 	// is intact, the next invocation works.

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import sys
 import time
 
 import praas
@@ -44,6 +45,13 @@ def state_read(data: bytes) -> bytes:
 def state_drop(data: bytes) -> str:
     praas.delete_state(data.decode())
     return ",".join(praas.state_keys())
+
+
+@praas.function()
+def shout(data: bytes) -> None:
+    """Prints to stdout and stderr, which are the process log."""
+    print("to stdout:", data.decode())
+    print("to stderr:", data.decode(), file=sys.stderr)
 
 
 @praas.function()

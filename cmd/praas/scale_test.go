@@ -86,7 +86,7 @@ func TestScale(t *testing.T) {
 			if err := fn(i, pid); err != nil {
 				return fmt.Errorf("%s %s: %w", name, pid, err)
 			}
-			if d := done.Add(1); n >= 10 && d%int64(n/10) == 0 {
+			if d := int(done.Add(1)); n >= 10 && d*10/n != (d-1)*10/n {
 				mu.Lock()
 				tenths = append(tenths, time.Since(start).Round(10*time.Millisecond).String())
 				mu.Unlock()

@@ -79,6 +79,9 @@ func testPythonApp(t *testing.T, mode string) {
 	want(inv("p2", "recv", "p1 greet 5000"), "hello from python")
 	want(inv("p2", "send", "p1 back hi from go"), "")
 	want(inv("p1", "py-recv", "p2 back 5"), "p2:hi from go")
+	// Remote invoke from Python: of a Python function in p2 and of a Go one.
+	want(inv("p1", "py-invoke", "p2 whoami x"), "py/p2")
+	want(inv("p1", "py-invoke", "p2 echo from p1"), "from p1")
 
 	// A multi-source trigger in p1: three messages from Python in p2, and
 	// three from outside the app (CLI).

@@ -5,7 +5,10 @@
 // (the model lives in the process state and survives it), and prints the
 // model.
 //
-//	go run ./examples/python-kmeans/driver -k 3 -points 3000
+//	PRAAS_TOKEN=praas_... go run ./examples/python-kmeans/driver -k 3 -points 3000
+//
+// It talks to $PRAAS_ENDPOINT (default http://127.0.0.1:8420) with the API
+// key in $PRAAS_TOKEN.
 package main
 
 import (
@@ -55,7 +58,7 @@ func run() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c := client.New(endpoint)
+	c := client.New(endpoint, client.WithToken(os.Getenv("PRAAS_TOKEN")))
 	defer c.Close()
 	if err := c.DeleteApp(ctx, *app); err != nil && !errors.Is(err, errs.ErrNotFound) {
 		return err

@@ -30,6 +30,9 @@ import (
 const (
 	EnvRedis = "PRAAS_TEST_REDIS" // redis://host:port/db
 	EnvS3    = "PRAAS_TEST_S3"    // s3://bucket?endpoint=host:port&...
+	// EnvKubeconfig names the kubeconfig of the test API server that
+	// scripts/kube-test-apiserver.sh starts.
+	EnvKubeconfig = "PRAAS_TEST_KUBECONFIG"
 )
 
 // StartCommand starts the test servers and exports their URLs.
@@ -49,6 +52,16 @@ func S3(t testing.TB) string {
 	return s3Server.url(t)
 }
 
+// KubeStartCommand starts the test API server and exports its kubeconfig.
+const KubeStartCommand = `eval "$(scripts/kube-test-apiserver.sh start)"`
+
+// Kubeconfig returns the path of the test API server's kubeconfig. Without
+// one it fails the test under CI and skips it (with a notice) otherwise.
+func Kubeconfig(t testing.TB) string {
+	t.Helper()
+	return kubeServer.url(t)
+}
+
 // InCI reports whether the tests run in CI: the CI environment variable is
 // set to a true value (true, 1, ...), as CI systems and .ci/run set it.
 func InCI() bool {
@@ -59,12 +72,14 @@ func InCI() bool {
 type server struct {
 	name   string // as the notice names it
 	env    string
+	start  string // the command that starts it (default StartCommand)
 	notice sync.Once
 }
 
 var (
 	redisServer = &server{name: "Redis", env: EnvRedis}
 	s3Server    = &server{name: "S3", env: EnvS3}
+	kubeServer  = &server{name: "Kubernetes", env: EnvKubeconfig, start: KubeStartCommand}
 )
 
 // noticeOut opens where the skip notice goes; tests replace it.
@@ -75,11 +90,15 @@ func (s *server) url(t testing.TB) string {
 	if u := os.Getenv(s.env); u != "" {
 		return u
 	}
+	start := s.start
+	if start == "" {
+		start = StartCommand
+	}
 	if InCI() {
-		t.Fatalf("%s not set, and CI must not skip the %s tests; run %s first", s.env, s.name, StartCommand)
+		t.Fatalf("%s not set, and CI must not skip the %s tests; run %s first", s.env, s.name, start)
 		return ""
 	}
-	msg := fmt.Sprintf("SKIPPING %s tests in %s: %s not set; run %s", s.name, callerPackage(), s.env, StartCommand)
+	msg := fmt.Sprintf("SKIPPING %s tests in %s: %s not set; run %s", s.name, callerPackage(), s.env, start)
 	s.notice.Do(func() {
 		w, done := noticeOut()
 		fmt.Fprintln(w, msg)

@@ -169,12 +169,13 @@ func (s *Server) swapIn(ctx context.Context, app store.App, pid string) {
 
 // deliverBackup sends the backup queue of a process this replica runs, in
 // order and pipelined on one connection, and switches it to direct delivery.
-// Each message carries its queue sequence, and what a window of them the
-// process acknowledged is trimmed before the next window goes out: a crash
-// of this replica, or a start timeout, mid-delivery sends again at most the
-// window in flight, and the process drops a queued message whose sequence
-// it has consumed already (its snapshots record the highest), so nothing is
-// received twice.
+// Each message carries its queue sequence; the process drops one whose
+// sequence it has consumed already (its snapshots record the highest), so
+// a delivery that starts over (a crash of this replica or of the process,
+// a start timeout) makes nothing received twice. The queue is not trimmed
+// here but as snapshots holding its messages are recorded (snapshotReport):
+// a process that crashes before its next snapshot gets them again from the
+// one it restores.
 func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 	lock := s.backupLock(l.app, l.pid)
 	lock.Lock()
@@ -192,6 +193,7 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 		// what is in flight.
 		calls := make([]*client.Call, 0, backupWindow)
 		var last uint64 // the last message sent
+		sent := 0
 		wait := func() error {
 			for _, c := range calls {
 				if _, err := c.Wait(ctx); err != nil {
@@ -199,17 +201,19 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 				}
 			}
 			calls = calls[:0]
-			if err := s.cfg.Metadata.TrimBackup(ctx, l.app, l.pid, last); err != nil {
-				return fmt.Errorf("deliver backup queue of %s/%s: trim: %w", l.app, l.pid, err)
-			}
+			l.delivered = last
 			return nil
 		}
 		for _, m := range msgs {
+			if m.Seq <= l.delivered {
+				continue // this generation has it
+			}
 			c, err := dc.GoSendQueued(m.Src, m.Key, m.Seq, m.Data)
 			if err != nil {
 				return fmt.Errorf("deliver backup queue of %s/%s: %w", l.app, l.pid, err)
 			}
 			last = m.Seq
+			sent++
 			if calls = append(calls, c); len(calls) == backupWindow {
 				if err := wait(); err != nil {
 					return err
@@ -221,7 +225,7 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 				return err
 			}
 		}
-		s.log.Info("backup queue delivered", "app", l.app, "pid", l.pid, "messages", len(msgs))
+		s.log.Info("backup queue delivered", "app", l.app, "pid", l.pid, "messages", sent)
 	}
 	l.direct = true
 	return nil
@@ -371,6 +375,13 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 	default:
 		if previous != "" && previous != rep.Key {
 			s.deleteSnapshot(r.Context(), previous)
+		}
+		if rep.Queued > 0 {
+			// The record names a snapshot that holds every queued message
+			// up to rep.Queued: they are never needed again.
+			if err := s.cfg.Metadata.TrimBackup(r.Context(), rep.App, rep.PID, rep.Queued); err != nil {
+				s.log.Warn("trim backup queue", "app", rep.App, "pid", rep.PID, "upTo", rep.Queued, "err", err)
+			}
 		}
 	}
 	if rep.Final && isLive {

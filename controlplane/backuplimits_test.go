@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -88,5 +89,57 @@ func TestSwapBeforeReregistrationIsUnavailable(t *testing.T) {
 	h.s.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not registered") {
 		t.Fatalf("swap of an active process not registered here: %d %s, want 503", rec.Code, rec.Body)
+	}
+}
+
+// The backup queue is trimmed as snapshots that hold its messages are
+// recorded, up to the sequence the report says the snapshot consumed; a
+// refused report (another generation) trims nothing.
+func TestSnapshotReportTrimsBackupQueue(t *testing.T) {
+	h := newHarness(t, nil)
+	h.create("dest")
+	ctx := context.Background()
+	var seqs []uint64
+	for i := range 5 {
+		seq, err := h.meta.AppendBackup(ctx, "app", "dest", store.Message{Src: "src", Key: "k", Data: []byte{byte(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	report := func(gen, seq, queued uint64) int {
+		t.Helper()
+		key := cpapi.SnapshotKey("app", "dest", gen, seq)
+		if err := h.swap.Put(ctx, key, bytes.NewReader([]byte("snapshot")), 8); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(cpapi.Snapshot{App: "app", PID: "dest", Generation: gen, Key: key, Bytes: 8, Queued: queued})
+		own, _ := h.s.processTokens("app", "dest", gen)
+		code, _ := internalCall(t, h, http.MethodPost, cpapi.PathSnapshot, own, body)
+		return code
+	}
+	left := func() []uint64 {
+		t.Helper()
+		msgs, err := h.meta.ListBackup(ctx, "app", "dest")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, m := range msgs {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	if code := report(7, 1, seqs[4]); code != http.StatusGone {
+		t.Fatalf("report of another generation: %d, want 410", code)
+	}
+	if got := left(); len(got) != 5 {
+		t.Fatalf("a refused report trimmed the queue to %v", got)
+	}
+	if code := report(0, 1, seqs[2]); code != http.StatusOK {
+		t.Fatalf("report: %d", code)
+	}
+	if got := left(); len(got) != 2 || got[0] != seqs[3] {
+		t.Fatalf("after a snapshot that consumed %d: queue %v, want %v", seqs[2], got, seqs[3:])
 	}
 }

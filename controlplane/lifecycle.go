@@ -35,6 +35,11 @@ type live struct {
 	// direct is set (under the process's backup lock) once the backup queue was
 	// delivered: from then on messages go straight to the process.
 	direct bool
+	// delivered is the last backup-queue sequence this generation has
+	// acknowledged (under the backup lock): a later delivery skips what it
+	// has. The queue itself is trimmed only as snapshots that hold the
+	// messages are recorded (snapshotReport).
+	delivered uint64
 
 	mu       sync.Mutex
 	handle   backend.Handle

@@ -96,7 +96,7 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 		// Read now, not at capture: a final snapshot follows the drain, so
 		// this is the generation's total.
 		u := rt.usage()
-		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final, Usage: &u}
+		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final, Usage: &u, Queued: d.Queued}
 		if err := rt.reportSnapshot(ctx, rep); err != nil {
 			if errors.Is(err, errRetired) {
 				// A newer generation runs: this snapshot must never be

@@ -215,6 +215,12 @@ type Snapshot struct {
 	// heartbeat, and the control plane records it before the record ends
 	// swapped. Nil from runtimes that predate it.
 	Usage *store.Usage `json:"usage,omitempty"`
+	// Queued is the highest backup-queue sequence the snapshot holds (the
+	// process consumed every queued message up to it): once the snapshot is
+	// recorded, the control plane trims the queue up to it. Until then the
+	// messages stay queued, so a crash that restores an older snapshot gets
+	// them again (and drops those it holds).
+	Queued uint64 `json:"queued,omitempty"`
 }
 
 // SnapshotKey is where the seq-th snapshot that generation gen of app/pid

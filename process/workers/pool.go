@@ -354,7 +354,17 @@ func (p *Pool) replace(old *worker) {
 func (w *worker) read() {
 	err := w.serve()
 	w.conn.Close()
-	<-w.exited
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		// It broke the protocol (or its socket failed): it may go on
+		// running, so it is killed rather than waited for.
+		w.cmd.Process.Kill()
+	}
+	select {
+	case <-w.exited:
+	case <-time.After(time.Second): // a closed socket ends a well-behaved worker at once
+		w.cmd.Process.Kill()
+		<-w.exited
+	}
 	w.closeShm()
 	p := w.pool
 	w.mu.Lock()

@@ -316,3 +316,16 @@ func testLargePayloads(t *testing.T, dc *client.DataConn) {
 		t.Fatalf("state-read of a 2 MiB value returned %d bytes", len(got))
 	}
 }
+
+// TestPythonBrokenWorker: a worker that writes garbage on its protocol
+// socket is killed and replaced; its invocation fails, others go on.
+func TestPythonBrokenWorker(t *testing.T) {
+	_, dc := startPython(t, 1)
+	_, err := dc.Invoke(context.Background(), "garble", nil)
+	if errs.CodeOf(err) != errs.FunctionFailed || !strings.Contains(err.Error(), "killed") || !strings.Contains(err.Error(), "malformed") {
+		t.Fatalf("garble: %v, want function failed: the worker killed for a malformed frame", err)
+	}
+	if got := invoke(t, dc, "echo", "after"); got != "after" {
+		t.Errorf("echo after a broken worker = %q", got)
+	}
+}

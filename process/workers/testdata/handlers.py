@@ -68,6 +68,14 @@ def crash(data: bytes) -> bytes:
 
 
 @praas.function()
+def garble(data: bytes) -> bytes:
+    """Writes a malformed frame on the protocol socket, then waits."""
+    os.write(3, b"\xff" * 16)
+    time.sleep(60)
+    return b"unreachable"
+
+
+@praas.function()
 def hang(data: bytes) -> bytes:
     """Records its worker's pid (as its pid namespace sees it) and start
     time (clock ticks since boot, as the host sees it), then waits, to be

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -15,8 +16,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/praas-dev/praas"
+	"github.com/praas-dev/praas/backend"
+	kubebackend "github.com/praas-dev/praas/backend/kubernetes"
 	"github.com/praas-dev/praas/backend/local"
 	"github.com/praas-dev/praas/builtin"
 	"github.com/praas-dev/praas/controlplane"
@@ -67,6 +73,13 @@ type upConfig struct {
 	tlsCA                string
 	tlsCAKey             string
 	tlsCertTTL           time.Duration
+	// --backend kubernetes
+	kubeconfig  string
+	namespace   string
+	praasImage  string
+	processPort int
+	podCPU      string
+	podMemory   string
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -84,7 +97,13 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.listen, "listen", "127.0.0.1:8420", "address of the REST API")
 	f.StringVar(&cfg.data, "data", "./.praas", "directory for the embedded metadata store, snapshots and process logs")
-	f.StringVar(&cfg.backend, "backend", "local", "where processes run: local")
+	f.StringVar(&cfg.backend, "backend", "local", "where processes run: local (OS processes on this host) or kubernetes (a pod per process; see docs/kubernetes.md)")
+	f.StringVar(&cfg.kubeconfig, "kubeconfig", "", "with --backend kubernetes: kubeconfig file of the cluster (default: in-cluster config in a pod, else $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&cfg.namespace, "namespace", "", "with --backend kubernetes: namespace of the process pods (default: this pod's namespace in a cluster, else praas)")
+	f.StringVar(&cfg.praasImage, "praas-image", os.Getenv("PRAAS_IMAGE"), "with --backend kubernetes: container image of this praas binary, which runs apps of the builtin image (default $PRAAS_IMAGE)")
+	f.IntVar(&cfg.processPort, "process-port", 0, "with --backend kubernetes: the data-plane port of a process in its pod (default 7420)")
+	f.StringVar(&cfg.podCPU, "pod-cpu", "", "with --backend kubernetes: CPU request and limit of each process pod, e.g. 250m (default: none)")
+	f.StringVar(&cfg.podMemory, "pod-memory", "", "with --backend kubernetes: memory request and limit of each process pod, e.g. 256Mi (default: none)")
 	f.StringVar(&cfg.metadata, "metadata", "", "metadata store URL: bolt:///path.db or redis://host:port/db (default: embedded, under --data)")
 	f.StringVar(&cfg.swap, "swap", "", "swap store URL: file:///dir or s3://bucket?endpoint=host:port (default: files under --data)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -128,8 +147,8 @@ func (c *cli) up(cfg upConfig) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
-	if cfg.backend != "local" {
-		return fmt.Errorf("--backend %q: only local is available", cfg.backend)
+	if cfg.backend != "local" && cfg.backend != "kubernetes" {
+		return fmt.Errorf("--backend %q: local or kubernetes", cfg.backend)
 	}
 	for _, l := range []struct {
 		flag  string
@@ -183,28 +202,46 @@ func (c *cli) up(cfg upConfig) error {
 	}
 	defer swap.Close()
 
-	runDir := cfg.runDir
-	if runDir == "" {
-		runDir = filepath.Join(data, "run")
-	}
-	isolation, err := local.ParseIsolation(cfg.isolation)
-	if err != nil {
-		return fmt.Errorf("--isolation: %w", err)
-	}
-	firstUID, uids, err := local.ParseUIDRange(cfg.isolationUIDs)
-	if err != nil {
-		return fmt.Errorf("--isolation-uids: %w", err)
-	}
-	backend, err := local.New(local.Config{
-		RunDir:    runDir,
-		LogDir:    filepath.Join(data, "logs"),
-		Logger:    log,
-		Isolation: isolation,
-		FirstUID:  firstUID,
-		UIDs:      uids,
-	})
-	if err != nil {
-		return err
+	var be backend.Backend
+	isolationDesc := ""
+	if cfg.backend == "kubernetes" {
+		kb, err := c.kubeBackend(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer kb.Close()
+		be, isolationDesc = kb, "a pod per process (Kubernetes)"
+		if !strings.HasPrefix(swapURL, "s3://") {
+			log.Warn("KUBERNETES: the swap store is not S3: snapshots are local to this replica, so other replicas cannot restore its processes and a lost volume loses their state; use --swap s3://...", "swap", swapURL)
+		}
+		if cfg.url == "" {
+			log.Warn("KUBERNETES: no --url: process pods reach this control plane at the --listen address, which must then be reachable from them", "listen", cfg.listen)
+		}
+	} else {
+		runDir := cfg.runDir
+		if runDir == "" {
+			runDir = filepath.Join(data, "run")
+		}
+		isolation, err := local.ParseIsolation(cfg.isolation)
+		if err != nil {
+			return fmt.Errorf("--isolation: %w", err)
+		}
+		firstUID, uids, err := local.ParseUIDRange(cfg.isolationUIDs)
+		if err != nil {
+			return fmt.Errorf("--isolation-uids: %w", err)
+		}
+		lb, err := local.New(local.Config{
+			RunDir:    runDir,
+			LogDir:    filepath.Join(data, "logs"),
+			Logger:    log,
+			Isolation: isolation,
+			FirstUID:  firstUID,
+			UIDs:      uids,
+		})
+		if err != nil {
+			return err
+		}
+		be, isolationDesc = lb, lb.Isolation()
 	}
 	replicaID := cfg.replicaID
 	if replicaID == "" {
@@ -236,7 +273,7 @@ func (c *cli) up(cfg upConfig) error {
 		Metadata:            meta,
 		Swap:                swap,
 		IdleTimeout:         cfg.idleTimeout,
-		Backend:             backend,
+		Backend:             be,
 		Logger:              log,
 		HeartbeatTimeout:    cfg.heartbeatTimeout,
 		StopTimeout:         cfg.stopTimeout,
@@ -274,7 +311,7 @@ func (c *cli) up(cfg upConfig) error {
 		c.showAdminKey(log, scheme+"://"+ln.Addr().String(), newAdminKey)
 	}
 	// On stderr: stdout's lines (address, first admin key) are read by scripts.
-	fmt.Fprintf(c.stderr, "process isolation: %s\n", backend.Isolation())
+	fmt.Fprintf(c.stderr, "process isolation: %s\n", isolationDesc)
 	if !isLoopback(ln.Addr()) {
 		if cfg.noAuth {
 			log.Warn("SECURITY: the REST API listens on a non-loopback address without authentication: anyone who reaches it controls every app", "listen", ln.Addr().String())
@@ -287,6 +324,67 @@ func (c *cli) up(cfg upConfig) error {
 	err = cp.Run(c.ctx, ln)
 	log.Info("control plane stopped")
 	return err
+}
+
+// kubeBackend opens the Kubernetes backend of `praas up --backend kubernetes`.
+func (c *cli) kubeBackend(cfg upConfig, log *slog.Logger) (*kubebackend.Backend, error) {
+	var res backend.Resources
+	if cfg.podCPU != "" {
+		q, err := resource.ParseQuantity(cfg.podCPU)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("--pod-cpu %q: a positive quantity such as 250m", cfg.podCPU)
+		}
+		res.MilliCPU = q.MilliValue()
+	}
+	if cfg.podMemory != "" {
+		q, err := resource.ParseQuantity(cfg.podMemory)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("--pod-memory %q: a positive quantity such as 256Mi", cfg.podMemory)
+		}
+		res.MemoryBytes = q.Value()
+	}
+	rc, err := kubebackend.RESTConfig(cfg.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	ns := cfg.namespace
+	if ns == "" {
+		ns = "praas"
+		if own, ok := kubebackend.InClusterNamespace(); ok {
+			ns = own
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
+	defer cancel()
+	if cfg.praasImage == "" {
+		// In a pod of the Deployment: the image this very pod runs.
+		if self := os.Getenv("POD_NAME"); self != "" {
+			if pod, err := client.CoreV1().Pods(ns).Get(ctx, self, metav1.GetOptions{}); err == nil && len(pod.Spec.Containers) > 0 {
+				cfg.praasImage = pod.Spec.Containers[0].Image
+			}
+		}
+	}
+	if cfg.praasImage == "" {
+		log.Warn("KUBERNETES: no --praas-image: apps of the builtin image cannot run; give the image of this praas binary")
+	}
+	b, err := kubebackend.New(ctx, kubebackend.Config{
+		Client:           client,
+		Namespace:        ns,
+		BuiltinImage:     cfg.praasImage,
+		Port:             cfg.processPort,
+		DefaultResources: res,
+		Labels:           map[string]string{"app.kubernetes.io/part-of": "praas", "app.kubernetes.io/component": "process"},
+		Logger:           log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("kubernetes backend", "api-server", rc.Host, "namespace", ns, "praas-image", cfg.praasImage)
+	return b, nil
 }
 
 // runProcessCmd is the hidden entry the local backend starts for processes

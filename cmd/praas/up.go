@@ -48,6 +48,7 @@ type upConfig struct {
 	maxMailboxBytes int64
 	maxBackup       int
 	maxBackupBytes  int64
+	maxRequestBytes int64
 	// limits of each process, passed in its environment (see process.Config)
 	maxState             int64
 	maxInflight          int
@@ -118,6 +119,7 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.DurationVar(&cfg.writeTimeout, "write-timeout", process.DefaultWriteTimeout, "how long a data-plane client may leave an answer unread before its connection is closed")
 	f.IntVar(&cfg.maxBackup, "max-backup-queue", controlplane.DefaultMaxBackupQueue, "messages queued for a process that is not active; more are refused with 429")
 	f.Int64Var(&cfg.maxBackupBytes, "max-backup-queue-bytes", controlplane.DefaultMaxBackupQueueBytes, "bytes of messages queued for a process that is not active; more are refused with 429")
+	f.Int64Var(&cfg.maxRequestBytes, "max-request-bytes", 0, "payload bytes of the REST invocations and messages served at once; more are refused with 429 (default 4 × --max-payload)")
 	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
@@ -281,6 +283,7 @@ func (c *cli) up(cfg upConfig) error {
 		MaxProcesses:        cfg.maxProcesses,
 		MaxBackupQueue:      cfg.maxBackup,
 		MaxBackupQueueBytes: cfg.maxBackupBytes,
+		MaxRequestBytes:     cfg.maxRequestBytes,
 		ProcessEnv: []string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),

@@ -32,7 +32,7 @@ func (c *cli) appCmd() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&image, "image", "", `image the app's processes run: "builtin" (default) or the absolute path of a binary built with the praas SDK`)
+	create.Flags().StringVar(&image, "image", "", `image the app's processes run: "builtin" (default); with the local backend the absolute path of a binary built with the praas SDK, with the kubernetes backend a container image (REGISTRY/NAME:TAG)`)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List applications",

@@ -33,6 +33,7 @@ type fakeBackend struct {
 	starts  []backend.Spec
 	kills   int
 	noStart bool // Start's process exits before it registers
+	stuck   bool // Start's process never runs its runtime (a pod whose image does not pull) until killed
 }
 
 type fakeProc struct {
@@ -74,6 +75,10 @@ func (b *fakeBackend) Start(_ context.Context, spec backend.Spec) (backend.Handl
 	b.starts = append(b.starts, spec)
 	if b.noStart {
 		close(p.done)
+		return h, nil
+	}
+	if b.stuck {
+		go func() { <-p.kill; close(p.done) }()
 		return h, nil
 	}
 	go p.run(b)

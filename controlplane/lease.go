@@ -130,13 +130,15 @@ func (e *errOwnedByPeer) Error() string {
 
 func (e *errOwnedByPeer) Unwrap() error { return errs.ErrUnavailable }
 
-// leaseLoop renews the lease and takes over the processes of replicas whose
-// lease expired. A replica that cannot renew stops acting for its processes
+// leaseLoop renews the lease, takes over the processes of replicas whose
+// lease expired, and now and then kills strays (see reapStrays). A replica that cannot renew stops acting for its processes
 // once its lease has run out: they re-register with whichever replica they
 // reach, which then owns them.
 func (s *Server) leaseLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.LeaseTTL / 3)
 	defer t.Stop()
+	seen := make(strays)
+	var lastReap time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -159,6 +161,10 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		}
 		if err := s.takeOverExpired(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("take over processes of expired replicas", "err", err)
+		}
+		if time.Since(lastReap) >= s.cfg.StrayGrace/2 {
+			s.reapStrays(ctx, seen, s.cfg.StrayGrace)
+			lastReap = time.Now()
 		}
 	}
 }

@@ -66,6 +66,10 @@ type Config struct {
 	StopTimeout time.Duration
 	// MaxPayload bounds invocation inputs on the REST API (default 64 MiB).
 	MaxPayload int64
+	// StrayGrace is how long a process the backend runs with no record,
+	// or of an older generation than its record's, may live before it is
+	// killed (default 30 s); see reapStrays.
+	StrayGrace time.Duration
 	// MaxRequestBytes bounds the payload bytes of the invocations and
 	// messages being served at once (default 4 × MaxPayload); a request past
 	// it is refused with 429 resource_exhausted.
@@ -108,6 +112,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = wire.DefaultMaxPayload
+	}
+	if c.StrayGrace <= 0 {
+		c.StrayGrace = defaultStrayGrace
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = 4 * c.MaxPayload

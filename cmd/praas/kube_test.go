@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,115 +305,5 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	}
 	if d := doubles(); len(d) > 0 {
 		t.Errorf("a pid was backed by two pods at once: %v", d)
-	}
-}
-
-// TestKubernetesTimings measures, on the Kubernetes backend (test API
-// server and node agent: no image pull, no sandbox) beside the local
-// backend: process creation to first result, swap-in to first result, and
-// the scale-down of idle processes (PRAAS_KUBE_SCALE_N, default 100). It
-// logs the figures (go test -v) and fails only if something does not work.
-// It runs only with PRAAS_KUBE_TIMINGS set: it takes minutes.
-func TestKubernetesTimings(t *testing.T) {
-	if os.Getenv("PRAAS_KUBE_TIMINGS") == "" {
-		t.Skip("set PRAAS_KUBE_TIMINGS=1 to measure (.ci/run does)")
-	}
-	n := 100
-	if s := os.Getenv("PRAAS_KUBE_SCALE_N"); s != "" {
-		n, _ = strconv.Atoi(s)
-	}
-	const idle = 3 * time.Second
-	k := newKubeCluster(t, "--idle-timeout", idle.String())
-	kubeCP := k.rs.start("a")
-	localCP := newReplicaSet(t, "--idle-timeout", idle.String()).start("l")
-	for _, c := range []struct {
-		name string
-		cp   *controlPlane
-	}{{"kubernetes", kubeCP}, {"local", localCP}} {
-		cl := clientOf(t, c.cp)
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-		app := uniqueName("timing")
-		if _, err := cl.CreateApp(ctx, app, ""); err != nil {
-			t.Fatal(err)
-		}
-		var create, swapIn []time.Duration
-		for i := range 5 {
-			pid := "t" + strconv.Itoa(i)
-			t0 := time.Now()
-			if _, err := cl.CreateProcess(ctx, app, pid); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cl.Invoke(ctx, app, pid, "counter", nil); err != nil {
-				t.Fatal(err)
-			}
-			create = append(create, time.Since(t0))
-			if _, err := cl.SwapProcess(ctx, app, pid); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, time.Minute, pid+" swapped", func() bool {
-				p, err := cl.GetProcess(ctx, app, pid)
-				return err == nil && p.Status == "swapped"
-			})
-			t0 = time.Now()
-			if out, err := cl.Invoke(ctx, app, pid, "counter", nil); err != nil || string(out) != "2" {
-				t.Fatalf("swap-in: %q, %v", out, err)
-			}
-			swapIn = append(swapIn, time.Since(t0))
-		}
-		slices.Sort(create)
-		slices.Sort(swapIn)
-		t.Logf("%s backend: create to first result median %v (min %v, max %v); swap-in to first result median %v (min %v, max %v)",
-			c.name, create[2].Round(time.Millisecond), create[0].Round(time.Millisecond), create[4].Round(time.Millisecond),
-			swapIn[2].Round(time.Millisecond), swapIn[0].Round(time.Millisecond), swapIn[4].Round(time.Millisecond))
-
-		// Scale-down: n processes, each invoked once, then left idle.
-		scaleApp := uniqueName("scale")
-		if _, err := cl.CreateApp(ctx, scaleApp, ""); err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		errc := make(chan error, n)
-		sem := make(chan struct{}, 8)
-		for i := range n {
-			wg.Go(func() {
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				pid := "s" + strconv.Itoa(i)
-				if _, err := cl.CreateProcess(ctx, scaleApp, pid); err != nil {
-					errc <- err
-					return
-				}
-				if _, err := cl.Invoke(ctx, scaleApp, pid, "counter", nil); err != nil {
-					errc <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errc)
-		for err := range errc {
-			t.Fatalf("scale-down setup: %v", err)
-		}
-		lastUse := time.Now()
-		waitFor(t, 5*time.Minute, "every idle process swapped out", func() bool {
-			procs, err := cl.ListProcesses(ctx, scaleApp)
-			if err != nil || len(procs) != n {
-				return false
-			}
-			for _, p := range procs {
-				if p.Status != "swapped" {
-					return false
-				}
-			}
-			return true
-		})
-		total := time.Since(lastUse)
-		t.Logf("%s backend: %d idle processes swapped out %v after their last use (idle timeout %v: scale-down itself took %v)",
-			c.name, n, total.Round(time.Millisecond), idle, (total - idle).Round(time.Millisecond))
-		if c.name == "kubernetes" {
-			if pods := k.pods(t, scaleApp, ""); len(pods) != 0 {
-				t.Errorf("%d pods of swapped processes remain", len(pods))
-			}
-		}
-		cancel()
 	}
 }

@@ -3,7 +3,7 @@
 // baselines in the same run, and writes the page, the plots and
 // bench/results/latest.json. bench/run starts the servers it needs and runs it.
 //
-//	harness [--quick] [--only 1,2,...] [--out DIR] [--page FILE]
+//	harness [--quick] [--strict] [--only 1,2,...] [--out DIR] [--page FILE]
 package main
 
 import (
@@ -50,11 +50,13 @@ var experiments = []experiment{
 	{7, expPeers},
 	{8, expAlloc},
 	{9, expPython},
+	{10, expKube},
 }
 
 func run(ctx context.Context, args []string, log io.Writer) error {
 	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "smoke run: fewer repetitions and sizes, under 3 minutes")
+	strict := fs.Bool("strict", false, "exit with an error (after writing the page) if an experiment failed; one that reports itself not available has not failed")
 	only := fs.String("only", "", "comma-separated experiment numbers to run (default: all)")
 	out := fs.String("out", "", "results directory (default: bench/results, or bench/results/partial with --only)")
 	page := fs.String("page", "", "page to write (default: docs/benchmarks.md, or benchmarks.md in the results directory with --only)")
@@ -108,6 +110,7 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 		return err
 	}
 	rep := &Report{Quick: *quick, Started: started, Env: describeEnv(ctx, e)}
+	var failed []string
 	for _, x := range experiments {
 		if len(selected) > 0 && !slices.Contains(selected, x.num) {
 			continue
@@ -123,6 +126,7 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 		sec.Took = time.Since(t0)
 		if err != nil {
 			sec.Failed = err.Error()
+			failed = append(failed, strconv.Itoa(x.num))
 			e.logf("experiment %d failed: %v", x.num, err)
 		}
 		rep.Sections = append(rep.Sections, sec)
@@ -142,6 +146,9 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 	}
 	e.logf("wrote %s and %s in %s", *page, filepath.Join(*out, "latest.json"), rep.Took.Round(time.Second))
 	rep.printTargets(log)
+	if *strict && len(failed) > 0 {
+		return fmt.Errorf("--strict: experiments %s failed", strings.Join(failed, ", "))
+	}
 	return nil
 }
 

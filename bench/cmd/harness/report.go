@@ -246,7 +246,8 @@ func (r *Report) markdown(plotDir string) string {
 	p("clients use the Go client (`client`). Baselines run in the same run, on the same machine, interleaved with praas where practical.\n\n")
 	p("```\nbench/run            # full run: every experiment, at least 100 repetitions per measure (under 30 minutes on 2 cores)\n")
 	p("bench/run --quick    # smoke run: fewer repetitions and sizes, under 3 minutes\nbench/run --only 1,4 # some experiments, written to bench/results/partial/\n```\n\n")
-	p("`bench/run` starts Redis and the S3-compatible server (`scripts/test-servers.sh`), installs the npm packages of experiment 7 ")
+	p("`bench/run` starts Redis and the S3-compatible server (`scripts/test-servers.sh`) and the test Kubernetes API server of experiment 10 ")
+	p("(`scripts/kube-test-apiserver.sh`), installs the npm packages of experiment 7 ")
 	p("into `bench/peers/node_modules`, runs the harness and stops the servers. Besides this page it writes ")
 	p("`bench/results/latest.json` and one plot per experiment in `bench/results/plots/`.\n\n")
 	mode := "full"

@@ -35,8 +35,23 @@ const (
 type App struct {
 	Name      string    `json:"name"`
 	Image     string    `json:"image"`
+	Resources Resources `json:"resources"`
 	Epoch     uint64    `json:"epoch"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// Resources bound what a process may use (MilliCPU, MemoryBytes); zero
+// values mean the backend's default.
+type Resources = store.Resources
+
+// CreateOption configures CreateApp or CreateProcess.
+type CreateOption func(map[string]any)
+
+// WithResources gives an app's processes (CreateApp), or one process
+// (CreateProcess, in place of its app's), these resources; the Kubernetes
+// backend sets them as the pod's requests and limits.
+func WithResources(r Resources) CreateOption {
+	return func(body map[string]any) { body["resources"] = r }
 }
 
 // Usage is what a process reported about the work it did.
@@ -52,6 +67,7 @@ type Process struct {
 	Handle     string    `json:"handle,omitempty"`   // the backend's name for it (local: the OS pid)
 	Snapshot   string    `json:"snapshot,omitempty"` // swap-store key of its last snapshot
 	Usage      Usage     `json:"usage"`
+	Resources  Resources `json:"resources"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	LastActive time.Time `json:"last_active"`
@@ -200,9 +216,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 func esc(s string) string { return url.PathEscape(s) }
 
 // CreateApp creates an application; image "" selects the builtin image.
-func (c *Client) CreateApp(ctx context.Context, name, image string) (App, error) {
+func (c *Client) CreateApp(ctx context.Context, name, image string, opts ...CreateOption) (App, error) {
+	body := map[string]any{"name": name, "image": image}
+	for _, o := range opts {
+		o(body)
+	}
 	var app App
-	err := c.do(ctx, http.MethodPost, "/v1/apps", map[string]string{"name": name, "image": image}, &app)
+	err := c.do(ctx, http.MethodPost, "/v1/apps", body, &app)
 	return app, err
 }
 
@@ -229,9 +249,13 @@ func (c *Client) DeleteApp(ctx context.Context, name string) error {
 
 // CreateProcess creates (or brings back) a process; pid "" lets the control
 // plane choose. It returns once the process is active.
-func (c *Client) CreateProcess(ctx context.Context, app, pid string) (Process, error) {
+func (c *Client) CreateProcess(ctx context.Context, app, pid string, opts ...CreateOption) (Process, error) {
+	body := map[string]any{"pid": pid}
+	for _, o := range opts {
+		o(body)
+	}
 	var p Process
-	err := c.do(ctx, http.MethodPost, "/v1/apps/"+esc(app)+"/processes", map[string]string{"pid": pid}, &p)
+	err := c.do(ctx, http.MethodPost, "/v1/apps/"+esc(app)+"/processes", body, &p)
 	return p, err
 }
 

@@ -10,20 +10,22 @@ import (
 
 // appView is an application as the API shows it: without its secret.
 type appView struct {
-	Name      string    `json:"name"`
-	Image     string    `json:"image"`
-	Epoch     uint64    `json:"epoch"`
-	CreatedAt time.Time `json:"created_at"`
+	Name      string          `json:"name"`
+	Image     string          `json:"image"`
+	Resources store.Resources `json:"resources"`
+	Epoch     uint64          `json:"epoch"`
+	CreatedAt time.Time       `json:"created_at"`
 }
 
 func viewApp(a store.App) appView {
-	return appView{Name: a.Name, Image: a.Image, Epoch: a.Epoch, CreatedAt: a.CreatedAt}
+	return appView{Name: a.Name, Image: a.Image, Resources: a.Resources, Epoch: a.Epoch, CreatedAt: a.CreatedAt}
 }
 
 func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name  string `json:"name"`
-		Image string `json:"image"`
+		Name      string          `json:"name"`
+		Image     string          `json:"image"`
+		Resources store.Resources `json:"resources"`
 	}
 	if err := readJSON(r, &req, false); err != nil {
 		writeError(w, s.log, err)
@@ -33,12 +35,16 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
+	if err := req.Resources.Validate(); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
 	image, err := s.cfg.Backend.CheckImage(r.Context(), req.Image)
 	if err != nil {
 		writeError(w, s.log, err)
 		return
 	}
-	app := store.App{Name: req.Name, Image: image, Secret: randomHex(32), CreatedAt: time.Now().UTC()}
+	app := store.App{Name: req.Name, Image: image, Resources: req.Resources, Secret: randomHex(32), CreatedAt: time.Now().UTC()}
 	if err := s.cfg.Metadata.CreateApp(r.Context(), app); err != nil {
 		writeError(w, s.log, err)
 		return

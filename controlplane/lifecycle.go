@@ -281,7 +281,12 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 	l.mu.Lock()
 	l.base, l.usage = rec.Usage, rec.Usage
 	l.mu.Unlock()
+	res := app.Resources
+	if rec.Resources != (store.Resources{}) {
+		res = rec.Resources
+	}
 	spec := backend.Spec{App: app.Name, PID: l.pid, Generation: l.gen, Image: app.Image,
+		Resources: backend.Resources{MilliCPU: res.MilliCPU, MemoryBytes: res.MemoryBytes},
 		Env: append([]string{
 			cpapi.EnvControlPlane + "=" + s.cfg.URL,
 			cpapi.EnvControlPlanes + "=" + strings.Join(s.liveReplicaURLs(), ","),

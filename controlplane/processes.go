@@ -39,8 +39,15 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		PID string `json:"pid"`
+		// Resources, if given, replace the app's for this process; they
+		// are kept from its creation on.
+		Resources store.Resources `json:"resources"`
 	}
 	if err := readJSON(r, &req, true); err != nil {
+		writeError(w, s.log, err)
+		return
+	}
+	if err := req.Resources.Validate(); err != nil {
 		writeError(w, s.log, err)
 		return
 	}
@@ -58,7 +65,7 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusCreated
 	now := time.Now().UTC()
 	_, err := s.cfg.Metadata.CreateProcess(r.Context(), store.Process{
-		App: app.Name, PID: req.PID, Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now,
+		App: app.Name, PID: req.PID, Status: store.StatusAllocating, Resources: req.Resources, CreatedAt: now, UpdatedAt: now,
 	})
 	if errors.Is(err, errs.ErrAlreadyExists) {
 		// An existing pid that is not running is brought back; a running one is a conflict.

@@ -11,6 +11,7 @@ import (
 	"github.com/praas-dev/praas/errs"
 
 	"context"
+	"fmt"
 	"io"
 	"net/url"
 	"time"
@@ -29,14 +30,31 @@ const (
 // App is an application: a named group of processes sharing an image and a
 // secret from which data-plane tokens are derived.
 type App struct {
-	Name      string    `json:"name"`
-	Image     string    `json:"image"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	// Resources are what each process of the app gets unless its own
+	// record says otherwise (zero: the backend's default).
+	Resources Resources `json:"resources"`
 	Secret    string    `json:"secret,omitempty"`
 	Epoch     uint64    `json:"epoch"`
 	CreatedAt time.Time `json:"created_at"`
 	// Revision grows by one on every write of the record (BumpEpoch
 	// included); UpdateApp is a compare-and-set on it. CreateApp stores 1.
 	Revision uint64 `json:"revision"`
+}
+
+// Resources bound what a process may use; zero values mean the default.
+type Resources struct {
+	MilliCPU    int64 `json:"milli_cpu,omitempty"`
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+}
+
+// Validate refuses negative amounts.
+func (r Resources) Validate() error {
+	if r.MilliCPU < 0 || r.MemoryBytes < 0 {
+		return fmt.Errorf("%w: resources must not be negative (milli_cpu %d, memory_bytes %d)", errs.ErrInvalidArgument, r.MilliCPU, r.MemoryBytes)
+	}
+	return nil
 }
 
 // Usage is what a process reports about the work it did.
@@ -49,13 +67,15 @@ type Usage struct {
 
 // Process is the control plane's record of one process.
 type Process struct {
-	App        string    `json:"app"`
-	PID        string    `json:"pid"`
-	Status     string    `json:"status"`
-	Address    string    `json:"address,omitempty"`  // data-plane host:port while active
-	Handle     string    `json:"handle,omitempty"`   // backend-specific (OS pid, pod name)
-	Snapshot   string    `json:"snapshot,omitempty"` // swap-store key of the last snapshot
-	Usage      Usage     `json:"usage"`
+	App      string `json:"app"`
+	PID      string `json:"pid"`
+	Status   string `json:"status"`
+	Address  string `json:"address,omitempty"`  // data-plane host:port while active
+	Handle   string `json:"handle,omitempty"`   // backend-specific (OS pid, pod name)
+	Snapshot string `json:"snapshot,omitempty"` // swap-store key of the last snapshot
+	Usage    Usage  `json:"usage"`
+	// Resources, if not zero, replace the app's for this process.
+	Resources  Resources `json:"resources"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	LastActive time.Time `json:"last_active"`

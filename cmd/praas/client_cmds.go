@@ -16,12 +16,17 @@ import (
 func (c *cli) appCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Manage applications"}
 	var image string
+	var res resourceFlags
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an application",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			app, err := c.client().CreateApp(c.ctx, args[0], image)
+			opts, err := res.options()
+			if err != nil {
+				return err
+			}
+			app, err := c.client().CreateApp(c.ctx, args[0], image, opts...)
 			if err != nil {
 				return err
 			}
@@ -32,6 +37,7 @@ func (c *cli) appCmd() *cobra.Command {
 			return nil
 		},
 	}
+	res.register(create, "each process of the app")
 	create.Flags().StringVar(&image, "image", "", `image the app's processes run: "builtin" (default); with the local backend the absolute path of a binary built with the praas SDK, with the kubernetes backend a container image (REGISTRY/NAME:TAG)`)
 	list := &cobra.Command{
 		Use:   "list",
@@ -84,12 +90,17 @@ func (c *cli) appCmd() *cobra.Command {
 func (c *cli) processCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "process", Short: "Manage the processes of an application"}
 	var pid string
+	var res resourceFlags
 	create := &cobra.Command{
 		Use:   "create APP",
 		Short: "Create a process (or bring back a swapped one) and wait until it is active",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			p, err := c.client().CreateProcess(c.ctx, args[0], pid)
+			opts, err := res.options()
+			if err != nil {
+				return err
+			}
+			p, err := c.client().CreateProcess(c.ctx, args[0], pid, opts...)
 			if err != nil {
 				return err
 			}
@@ -101,6 +112,7 @@ func (c *cli) processCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&pid, "pid", "", "the process id (default: chosen by the control plane)")
+	res.register(create, "this process, in place of its app's (kept from its creation on)")
 	list := &cobra.Command{
 		Use:   "list APP",
 		Short: "List an application's processes with status and data-plane address",

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/praas-dev/praas/backend/kubernetes"
+	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/kubetest"
 	"github.com/praas-dev/praas/internal/testenv"
@@ -140,13 +141,23 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	app := uniqueName("kube")
-	if _, err := ca.CreateApp(ctx, app, ""); err != nil {
+	// The app's resources, and p2's own in place of them.
+	appRes := client.Resources{MilliCPU: 100, MemoryBytes: 64 << 20}
+	ownRes := map[string]client.Resources{"p2": {MilliCPU: 200, MemoryBytes: 128 << 20}}
+	if _, err := ca.CreateApp(ctx, app, "", client.WithResources(appRes)); err != nil {
 		t.Fatal(err)
 	}
 
 	// Processes: one pod each, ready, the data plane at the pod IP.
 	for _, pid := range []string{"p1", "p2"} {
-		p, err := ca.CreateProcess(ctx, app, pid)
+		var opts []client.CreateOption
+		want, own := ownRes[pid]
+		if own {
+			opts = append(opts, client.WithResources(want))
+		} else {
+			want = appRes
+		}
+		p, err := ca.CreateProcess(ctx, app, pid, opts...)
 		if err != nil {
 			t.Fatalf("create %s: %v", pid, err)
 		}
@@ -163,6 +174,10 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		}
 		if !strings.HasPrefix(p.Handle, pod.Name+"@") {
 			t.Errorf("%s: handle %s does not name pod %s", pid, p.Handle, pod.Name)
+		}
+		lim := pod.Spec.Containers[0].Resources.Limits
+		if cpu, mem := lim.Cpu().MilliValue(), lim.Memory().Value(); cpu != want.MilliCPU || mem != want.MemoryBytes {
+			t.Errorf("%s: pod limits %dm CPU, %d bytes; want %dm, %d", pid, cpu, mem, want.MilliCPU, want.MemoryBytes)
 		}
 	}
 

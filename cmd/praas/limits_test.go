@@ -83,3 +83,41 @@ func TestStateLimitThroughCLI(t *testing.T) {
 		t.Fatalf("state b, refused: exit %d: %s", code, errOut)
 	}
 }
+
+// Resources are checked where they are given: the CLI refuses what is not a
+// positive quantity, the REST API negative amounts; an app keeps what it
+// was given.
+func TestResourcesAreChecked(t *testing.T) {
+	startControlPlane(t, t.TempDir())
+	for _, args := range [][]string{
+		{"app", "create", "bad", "--cpu", "lots"},
+		{"app", "create", "bad", "--memory", "-1Gi"},
+	} {
+		if _, errOut, code := runCLI(t, "", args...); code == 0 || !strings.Contains(errOut, "positive quantity") {
+			t.Fatalf("praas %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+		}
+	}
+	req, _ := http.NewRequest("POST", os.Getenv(EnvEndpoint)+"/v1/apps", strings.NewReader(`{"name":"neg","resources":{"milli_cpu":-5}}`))
+	req.Header.Set("Authorization", "Bearer "+token())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("negative resources: %s, want 400", resp.Status)
+	}
+	mustPraas(t, "", "app", "create", "sized", "--cpu", "0.5", "--memory", "256Mi")
+	var app struct {
+		Resources struct {
+			MilliCPU    int64 `json:"milli_cpu"`
+			MemoryBytes int64 `json:"memory_bytes"`
+		} `json:"resources"`
+	}
+	if err := json.Unmarshal([]byte(mustPraas(t, "", "app", "get", "sized", "--json")), &app); err != nil {
+		t.Fatal(err)
+	}
+	if app.Resources.MilliCPU != 500 || app.Resources.MemoryBytes != 256<<20 {
+		t.Fatalf("app resources %+v, want 500m and 256Mi", app.Resources)
+	}
+}

@@ -29,11 +29,8 @@ set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 
-checkout_id() {
-	local root
-	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-	printf '%s' "$root" | sha256sum | cut -c1-12
-}
+# shellcheck source=lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 
 STATE=${PRAAS_KUBE_STATE:-${TMPDIR:-/tmp}/praas-kube-$(checkout_id)}
 CACHE=${PRAAS_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/praas/kube/$KUBE_VERSION}
@@ -45,39 +42,6 @@ log() { echo "kube-test-apiserver: $*" >&2; }
 die() {
 	log "$*"
 	exit 1
-}
-
-running() {
-	local pid
-	pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 1
-	kill -0 "$pid" 2>/dev/null
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-	local p i
-	for i in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		if ! port_in_use "$p" && ! grep -qx "$p" "$STATE"/*.port 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	die "no free port found"
-}
-
-spawn() {
-	local name=$1
-	shift
-	rm -f "$STATE/$name.pid"
-	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" </dev/null >"$STATE/$name.log" 2>&1 &
-	local i
-	for i in $(seq 1 50); do
-		[[ -s $STATE/$name.pid ]] && return
-		sleep 0.1
-	done
-	die "$name did not start; see $STATE/$name.log"
 }
 
 # build: writes the build-only module and builds etcd and kube-apiserver
@@ -189,16 +153,6 @@ apiserver_ready() {
 	curl -sfk -m 2 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1/readyz" >/dev/null 2>&1
 }
 
-wait_for() {
-	local i
-	for i in $(seq 1 600); do
-		"$2" "$3" 2>/dev/null && return
-		running "$1" || die "$1 exited; see $STATE/$1.log"
-		sleep 0.1
-	done
-	die "$1 is not ready on port $3; see $STATE/$1.log"
-}
-
 print_env() {
 	echo "export PRAAS_TEST_KUBECONFIG='$STATE/kubeconfig'"
 }
@@ -226,7 +180,7 @@ start() {
 			--initial-cluster "default=http://127.0.0.1:$pport" --name default \
 			--unsafe-no-fsync --quota-backend-bytes 2147483648
 	fi
-	wait_for etcd etcd_healthy "$(cat "$STATE/etcd.port")"
+	wait_for etcd etcd_healthy "$(cat "$STATE/etcd.port")" 60
 
 	if ! running kube-apiserver; then
 		local port
@@ -253,7 +207,7 @@ start() {
 			--enable-priority-and-fairness=false \
 			--watch-cache=true
 	fi
-	wait_for kube-apiserver apiserver_ready "$(cat "$STATE/kube-apiserver.port")"
+	wait_for kube-apiserver apiserver_ready "$(cat "$STATE/kube-apiserver.port")" 60
 
 	cat >"$STATE/kubeconfig" <<-EOF
 		apiVersion: v1
@@ -278,21 +232,7 @@ start() {
 	print_env
 }
 
-stop() {
-	local name pid i
-	for name in kube-apiserver etcd; do
-		running "$name" || continue
-		pid=$(cat "$STATE/$name.pid")
-		kill "$pid"
-		for i in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-		log "stopped $name"
-	done
-	rm -rf "$STATE"
-}
+stop() { stop_servers kube-apiserver etcd; }
 
 case ${1:-} in
 start) start ;;

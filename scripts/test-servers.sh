@@ -21,16 +21,8 @@ set -euo pipefail
 
 VERSITYGW_VERSION=v1.8.0
 
-# checkout_id: a short hash of this checkout's absolute path.
-checkout_id() {
-	local root
-	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-	if command -v sha256sum >/dev/null; then
-		printf '%s' "$root" | sha256sum | cut -c1-12
-	else
-		printf '%s' "$root" | cksum | cut -d' ' -f1
-	fi
-}
+# shellcheck source=lib/servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 
 STATE=${PRAAS_TEST_STATE:-${TMPDIR:-/tmp}/praas-test-servers-$(checkout_id)}
 # Redis asks for a password: processes share the host's network, and an
@@ -43,26 +35,6 @@ S3_REGION=us-east-1
 
 log() { echo "test-servers: $*" >&2; }
 die() { log "$*"; exit 1; }
-
-# running NAME: true if STATE/NAME.pid names a live process.
-running() {
-	local pid
-	pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 1
-	kill -0 "$pid" 2>/dev/null
-}
-
-# port_in_use PORT: true if something accepts connections on 127.0.0.1:PORT.
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port [EXCEPT]: prints a loopback port nothing listens on.
-free_port() {
-	local p i
-	for i in $(seq 1 100); do
-		p=$((20000 + RANDOM % 40000))
-		[[ $p != "${1:-}" ]] && ! port_in_use "$p" && { echo "$p"; return; }
-	done
-	die "no free port found"
-}
 
 # redis_answers PORT, http_answers PORT: true if a server answers there. They
 # run in a subshell so that a refused connection does not end the script.
@@ -85,17 +57,6 @@ http_answers() (
 	[[ $line == HTTP/1.* ]]
 )
 
-# wait_for NAME CHECK PORT: polls CHECK PORT for up to 30 s.
-wait_for() {
-	local i
-	for i in $(seq 1 300); do
-		"$2" "$3" 2>/dev/null && return
-		running "$1" || die "$1 exited; see $STATE/$1.log"
-		sleep 0.1
-	done
-	die "$1 does not answer on port $3; see $STATE/$1.log"
-}
-
 install_redis() {
 	command -v redis-server >/dev/null && return
 	log "installing redis-server"
@@ -114,23 +75,6 @@ find_versitygw() {
 		GOBIN="$(dirname "$bin")" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" >&2
 	fi
 	echo "$bin"
-}
-
-# spawn NAME CMD...: starts CMD in the background, detached from our
-# stdout (so that "$(... start)" returns), and records its pid.
-spawn() {
-	local name=$1
-	shift
-	# The server writes its own pid: setsid forks when it is started as a
-	# process group leader (under job control), so $! may not be the server.
-	rm -f "$STATE/$name.pid"
-	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" </dev/null >"$STATE/$name.log" 2>&1 &
-	local i
-	for i in $(seq 1 50); do
-		[[ -s $STATE/$name.pid ]] && return
-		sleep 0.1
-	done
-	die "$name did not start; see $STATE/$name.log"
 }
 
 print_env() {
@@ -161,7 +105,7 @@ start() {
 
 	if ! running versitygw; then
 		local port
-		port=$(free_port "$(cat "$STATE/redis.port")")
+		port=$(free_port)
 		mkdir -p "$STATE/s3-data"
 		ROOT_ACCESS_KEY=$S3_ACCESS_KEY ROOT_SECRET_KEY=$S3_SECRET_KEY \
 			spawn versitygw "$vgw" --port "127.0.0.1:$port" --region "$S3_REGION" --quiet \
@@ -174,21 +118,7 @@ start() {
 	print_env
 }
 
-stop() {
-	local name pid i
-	for name in versitygw redis; do
-		running "$name" || continue
-		pid=$(cat "$STATE/$name.pid")
-		kill "$pid"
-		for i in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-		log "stopped $name"
-	done
-	rm -rf "$STATE"
-}
+stop() { stop_servers versitygw redis; }
 
 case ${1:-} in
 start) start ;;

@@ -294,14 +294,7 @@ func (c *serverConn) waitForRoom() bool {
 	return !c.closed
 }
 
-// hold counts n more bytes of an unanswered invocation (its input, then
-// its output); release gives back an answered one's.
-func (c *serverConn) hold(n int) {
-	c.mu.Lock()
-	c.bytes += int64(n)
-	c.mu.Unlock()
-}
-
+// release gives back an answered invocation's count and bytes.
 func (c *serverConn) release(n int) {
 	c.mu.Lock()
 	c.calls--
@@ -360,11 +353,11 @@ func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled [
 			close(t.done)
 		}
 		delete(c.inflight, id)
+		c.bytes += int64(len(out)) // held, with the input, until the answer is written
 		c.mu.Unlock()
 		// Drain waits for the run, not for this write: a client slow to
 		// read its answer holds up only itself (and its connection, closed
 		// after Config.WriteTimeout).
-		c.hold(len(out))
 		if err != nil {
 			c.replyError(id, err)
 		} else {

@@ -4,9 +4,10 @@
 // and fill process state for the swap experiment.
 //
 // Functions that time something return the elapsed nanoseconds as
-// little-endian int64s. Redis and S3 are named by the environment variables
-// PRAAS_BENCH_REDIS (redis://HOST:PORT/DB) and PRAAS_BENCH_S3 (an s3:// URL
-// as the praas swap store takes), which processes inherit from `praas up`.
+// little-endian int64s. The harness names Redis (redis://HOST:PORT/DB) and
+// S3 (an s3:// URL as the praas swap store takes) to each process with
+// bench-config before it uses them: a process's environment is only what
+// the control plane gives it, never `praas up`'s own.
 package main
 
 import (
@@ -16,7 +17,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +29,7 @@ import (
 )
 
 func main() {
+	praas.Register("bench-config", benchConfig)
 	praas.Register("echo", echo)
 	praas.Register("local-bench", localBench)
 	praas.Register("remote-call", remoteCall)
@@ -136,6 +137,32 @@ func pong(ctx context.Context, p *praas.Process, in []byte) ([]byte, error) {
 	return nil, p.Send(ctx, msgs[0].Src, "reply", msgs[0].Data)
 }
 
+// Where Redis and S3 are, as bench-config set them.
+var (
+	configMu        sync.Mutex
+	redisURL, s3URL string
+)
+
+// benchConfig takes "REDIS_URL\nS3_URL" (either may be empty) for the
+// functions that compare with Redis and S3. Set it before their first call:
+// the clients are made once.
+func benchConfig(_ context.Context, _ *praas.Process, in []byte) ([]byte, error) {
+	r, s, ok := strings.Cut(string(in), "\n")
+	if !ok {
+		return nil, errors.New(`bench-config takes "REDIS_URL\nS3_URL"`)
+	}
+	configMu.Lock()
+	redisURL, s3URL = r, s
+	configMu.Unlock()
+	return nil, nil
+}
+
+func configured() (redis, s3 string) {
+	configMu.Lock()
+	defer configMu.Unlock()
+	return redisURL, s3URL
+}
+
 var (
 	redisOnce    sync.Once
 	redisA       *goredis.Client // the sender's connection
@@ -145,9 +172,9 @@ var (
 
 func redisClients(ctx context.Context) (*goredis.Client, *goredis.Client, error) {
 	redisOnce.Do(func() {
-		u := os.Getenv("PRAAS_BENCH_REDIS")
+		u, _ := configured()
 		if u == "" {
-			redisInitErr = errors.New("PRAAS_BENCH_REDIS is not set")
+			redisInitErr = errors.New("no Redis URL: the harness calls bench-config first")
 			return
 		}
 		if redisA, redisInitErr = blob.OpenRedis(ctx, u, 4); redisInitErr != nil {
@@ -166,9 +193,9 @@ var (
 
 func s3Client(ctx context.Context) (*blob.S3, error) {
 	s3Once.Do(func() {
-		u := os.Getenv("PRAAS_BENCH_S3")
+		_, u := configured()
 		if u == "" {
-			s3InitErr = errors.New("PRAAS_BENCH_S3 is not set")
+			s3InitErr = errors.New("no S3 URL: the harness calls bench-config first")
 			return
 		}
 		s3Store, s3InitErr = blob.OpenS3(ctx, u)

@@ -114,8 +114,7 @@ type ControlPlane struct {
 func (cp *ControlPlane) PID() int { return cp.cmd.Process.Pid }
 
 // startControlPlane runs `praas up` with data under a fresh directory and
-// extra flags. The processes it starts inherit env, so the benchmark image
-// learns where Redis and S3 are.
+// extra flags.
 func (e *Env) startControlPlane(ctx context.Context, name string, extra ...string) (*ControlPlane, error) {
 	data := filepath.Join(e.Tmp, name)
 	if err := os.MkdirAll(data, 0o755); err != nil {
@@ -133,7 +132,6 @@ func (e *Env) startControlPlane(ctx context.Context, name string, extra ...strin
 	cp.Token = adminKey
 	args := append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--log-level", "warn", "--admin-key", adminKey}, extra...)
 	cmd := exec.Command(e.Praas, args...)
-	cmd.Env = append(os.Environ(), "PRAAS_BENCH_REDIS="+e.RedisURL, "PRAAS_BENCH_S3="+e.S3URL)
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -282,6 +280,21 @@ func dataConn(ctx context.Context, c *client.Client, app, pid string) (*client.D
 		return nil, fmt.Errorf("process %s/%s is %s", app, pid, p.Status)
 	}
 	return client.Dial(ctx, p.Address, p.Token, client.DialOptions{})
+}
+
+// storeConn is dataConn to a process that compares with Redis and S3: it
+// tells the process where they are (a process's environment is only what
+// the control plane gives it).
+func (e *Env) storeConn(ctx context.Context, app, pid string) (*client.DataConn, error) {
+	dc, err := dataConn(ctx, e.C, app, pid)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dc.Invoke(ctx, "bench-config", []byte(e.RedisURL+"\n"+e.S3URL)); err != nil {
+		dc.Close()
+		return nil, fmt.Errorf("bench-config on %s/%s: %w", app, pid, err)
+	}
+	return dc, nil
 }
 
 func lastLines(s string, n int) string {

@@ -52,12 +52,12 @@ func expMessage(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	if e.Redis == nil || e.S3 == nil {
 		return sec, nil, fmt.Errorf("redis or S3 missing: %v %v", e.RedisErr, e.S3Err)
 	}
-	a, err := dataConn(ctx, e.C, "img", "msg-a")
+	a, err := e.storeConn(ctx, "img", "msg-a")
 	if err != nil {
 		return sec, nil, err
 	}
 	defer a.Close()
-	b, err := dataConn(ctx, e.C, "img", "msg-b")
+	b, err := e.storeConn(ctx, "img", "msg-b")
 	if err != nil {
 		return sec, nil, err
 	}

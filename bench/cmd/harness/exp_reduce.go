@@ -26,7 +26,7 @@ func expReduce(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	if e.Redis == nil || e.S3 == nil {
 		return sec, nil, fmt.Errorf("redis or S3 missing: %v %v", e.RedisErr, e.S3Err)
 	}
-	dc, err := dataConn(ctx, e.C, "img", "reduce")
+	dc, err := e.storeConn(ctx, "img", "reduce")
 	if err != nil {
 		return sec, nil, err
 	}

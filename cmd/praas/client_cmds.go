@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,15 +49,13 @@ func (c *cli) appCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(apps)
-			}
-			c.table("NAME\tIMAGE\tEPOCH\tCREATED", func(w io.Writer) {
-				for _, a := range apps {
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", a.Name, a.Image, a.Epoch, a.CreatedAt.Format("2006-01-02T15:04:05Z07:00"))
-				}
+			return c.print(apps, func(io.Writer) {
+				c.table("NAME\tIMAGE\tEPOCH\tCREATED", func(w io.Writer) {
+					for _, a := range apps {
+						fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", a.Name, a.Image, a.Epoch, a.CreatedAt.Format(time.RFC3339))
+					}
+				})
 			})
-			return nil
 		},
 	}
 	get := &cobra.Command{
@@ -68,7 +67,10 @@ func (c *cli) appCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.printJSON(app)
+			return c.print(app, func(io.Writer) {
+				c.fields("name", app.Name, "image", app.Image, "resources", formatResources(app.Resources),
+					"epoch", strconv.FormatUint(app.Epoch, 10), "created", app.CreatedAt.Format(time.RFC3339))
+			})
 		},
 	}
 	del := &cobra.Command{
@@ -122,19 +124,13 @@ func (c *cli) processCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(procs)
-			}
-			c.table("PID\tSTATUS\tADDRESS\tINVOCATIONS", func(w io.Writer) {
-				for _, p := range procs {
-					addr := p.Address
-					if addr == "" {
-						addr = "-"
+			return c.print(procs, func(io.Writer) {
+				c.table("PID\tSTATUS\tADDRESS\tINVOCATIONS", func(w io.Writer) {
+					for _, p := range procs {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", p.PID, p.Status, orDash(p.Address), p.Usage.Invocations)
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", p.PID, p.Status, addr, p.Usage.Invocations)
-				}
+				})
 			})
-			return nil
 		},
 	}
 	get := &cobra.Command{
@@ -146,7 +142,18 @@ func (c *cli) processCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.printJSON(p)
+			return c.print(p, func(io.Writer) {
+				u := p.Usage
+				c.fields("app", p.App, "pid", p.PID, "status", p.Status,
+					"address", orDash(p.Address), "token", orDash(p.Token),
+					"generation", strconv.FormatUint(p.Generation, 10), "owner", orDash(p.Owner),
+					"handle", orDash(p.Handle), "snapshot", orDash(p.Snapshot),
+					"resources", formatResources(p.Resources),
+					"usage", fmt.Sprintf("%d invocations, %s busy, %d bytes in, %d bytes out",
+						u.Invocations, time.Duration(u.BusyNanos), u.BytesIn, u.BytesOut),
+					"created", p.CreatedAt.Format(time.RFC3339), "updated", p.UpdatedAt.Format(time.RFC3339),
+					"last active", p.LastActive.Format(time.RFC3339))
+			})
 		},
 	}
 	swap := &cobra.Command{

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -182,15 +183,13 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(keys)
-			}
-			c.table("ID\tAPP\tNAME\tCREATED", func(w io.Writer) {
-				for _, k := range keys {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.ID, k.App, k.Name, k.CreatedAt.Format("2006-01-02T15:04:05Z07:00"))
-				}
+			return c.print(keys, func(io.Writer) {
+				c.table("ID\tAPP\tNAME\tCREATED", func(w io.Writer) {
+					for _, k := range keys {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", k.ID, orDash(k.App), orDash(k.Name), k.CreatedAt.Format(time.RFC3339))
+					}
+				})
 			})
-			return nil
 		},
 	}
 	idArgs := func(args []string) (string, string, error) {

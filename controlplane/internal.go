@@ -13,7 +13,7 @@ import (
 	"github.com/praas-dev/praas/store"
 )
 
-func (s *Server) internalRoutes(m *http.ServeMux) {
+func (s *Server) internalRoutes(m *routeMux) {
 	m.HandleFunc("POST "+cpapi.PathRegister, s.register)
 	m.HandleFunc("POST "+cpapi.PathHeartbeat, s.heartbeat)
 	m.HandleFunc("GET "+cpapi.PathMembers, s.members)

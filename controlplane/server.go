@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,7 +160,9 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
-	id  string
+	// routeList holds the patterns registered on mux (see Routes).
+	routeList []string
+	id        string
 
 	mu   sync.Mutex
 	live map[string]*live // app/pid → running process this replica owns; see lifecycle.go
@@ -231,8 +234,42 @@ func (s *Server) goBackground(fn func(ctx context.Context)) {
 	}()
 }
 
+// routeMux is the server's ServeMux, remembering every pattern registered
+// on it: Routes lists them, and a test checks them against the OpenAPI
+// description, docs/openapi.yaml. Register every route through it.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+// Handle registers h for pattern and records the pattern.
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.ServeMux.Handle(pattern, h)
+	m.patterns = append(m.patterns, pattern)
+}
+
+// HandleFunc registers h for pattern and records the pattern.
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.ServeMux.HandleFunc(pattern, h)
+	m.patterns = append(m.patterns, pattern)
+}
+
+// Routes returns the patterns the server serves ("GET /v1/apps/{app}", as
+// http.ServeMux spells them), sorted. The catch-all "/", which answers 404
+// to what is no route, is not one.
+func (s *Server) Routes() []string {
+	var routes []string
+	for _, p := range s.routeList {
+		if p != "/" {
+			routes = append(routes, p)
+		}
+	}
+	slices.Sort(routes)
+	return routes
+}
+
 func (s *Server) routes() {
-	m := http.NewServeMux()
+	m := &routeMux{ServeMux: http.NewServeMux()}
 	m.HandleFunc("POST /v1/apps", s.authed(adminOnly, s.createApp))
 	m.HandleFunc("GET /v1/apps", s.authed(anyCaller, s.listApps))
 	m.HandleFunc("GET /v1/apps/{app}", s.authed(ofApp, s.getApp))
@@ -258,7 +295,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route %s %s", r.Method, r.URL.Path), "code": "not_found"})
 	})
-	s.mux = m
+	s.mux, s.routeList = m.ServeMux, m.patterns
 }
 
 // gate answers 503 to the public API once shutdown has begun; the internal

@@ -50,7 +50,7 @@ const (
 
 // snapshotRoutes registers the internal routes through which processes reach
 // their own snapshots, and nothing else of the swap store.
-func (s *Server) snapshotRoutes(m *http.ServeMux) {
+func (s *Server) snapshotRoutes(m *routeMux) {
 	m.HandleFunc("POST "+cpapi.PathSnapshotAccess, s.snapshotAccess)
 	m.HandleFunc("PUT "+cpapi.PathSnapshotData, s.snapshotDataPut)
 	m.HandleFunc("GET "+cpapi.PathSnapshotData, s.snapshotDataGet)

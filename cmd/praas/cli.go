@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -99,11 +100,66 @@ https:// endpoint's certificate is checked against $PRAAS_CA (--ca) if set.`,
 	root.SetIn(c.stdin)
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
-	if err := root.ExecuteContext(c.ctx); err != nil {
-		fmt.Fprintln(c.stderr, "praas:", oneLine(err))
-		return 1
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd(args...)
+	strictUsage(root)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &usageError{err: err, cmd: cmd.CommandPath()} })
+	err := root.ExecuteContext(c.ctx)
+	if err != nil {
+		var usage *usageError
+		if errors.As(err, &usage) {
+			fmt.Fprintf(c.stderr, "praas: %s (see %s --help)\n", oneLine(err), usage.cmd)
+		} else {
+			fmt.Fprintln(c.stderr, "praas:", oneLine(err))
+		}
 	}
-	return 0
+	return exitCode(c.ctx, err)
+}
+
+// usageError is a command line that does not say what to do: bad flags or
+// arguments, an unknown command. It exits with exitUsage.
+type usageError struct {
+	err error
+	cmd string // the command whose --help explains it
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError of cmd.
+func usagef(cmd *cobra.Command, format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...), cmd: cmd.CommandPath()}
+}
+
+// strictUsage makes the argument errors of cmd and its subcommands usage
+// errors, and a group of commands (app, process, ...) refuse an unknown
+// subcommand instead of printing its help and succeeding.
+func strictUsage(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		strictUsage(sub)
+	}
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += ": did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return usagef(cmd, "%s", msg)
+		}
+		return
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return &usageError{err: err, cmd: cmd.CommandPath()}
+			}
+			return nil
+		}
+	}
 }
 
 // oneLine keeps error output to the single line the CLI promises.

@@ -140,15 +140,18 @@ func TestInputFromStdinOnlyWhenAsked(t *testing.T) {
 		})
 	}
 
-	for _, args := range [][]string{
-		{"invoke", "demo", "echo", "--data", "x", "--file", file},
-		{"invoke", "demo", "echo", "--data", "-", "--file", "-"},
-		{"invoke", "demo", "echo", "--file", ""},
-		{"invoke", "demo", "echo", "--file", filepath.Join(t.TempDir(), "absent")},
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"invoke", "demo", "echo", "--data", "x", "--file", file}, exitUsage},
+		{[]string{"invoke", "demo", "echo", "--data", "-", "--file", "-"}, exitUsage},
+		{[]string{"invoke", "demo", "echo", "--file", ""}, exitUsage},
+		{[]string{"invoke", "demo", "echo", "--file", filepath.Join(t.TempDir(), "absent")}, exitFailure},
 	} {
-		out, errOut, code := runTerm(t, untouchedStdin{t}, false, args...)
-		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 {
-			t.Errorf("praas %s: exit %d, stdout %q, stderr %q; want exit 1 and one error line", strings.Join(args, " "), code, out, errOut)
+		out, errOut, code := runTerm(t, untouchedStdin{t}, false, tc.args...)
+		if code != tc.code || out != "" || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("praas %s: exit %d, stdout %q, stderr %q; want exit %d and one error line", strings.Join(tc.args, " "), code, out, errOut, tc.code)
 		}
 	}
 }

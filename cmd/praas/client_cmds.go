@@ -22,8 +22,8 @@ func (c *cli) appCmd() *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create an application",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			opts, err := res.options()
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := res.options(cmd)
 			if err != nil {
 				return err
 			}
@@ -97,8 +97,8 @@ func (c *cli) processCmd() *cobra.Command {
 		Use:   "create APP",
 		Short: "Create a process (or bring back a swapped one) and wait until it is active",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			opts, err := res.options()
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := res.options(cmd)
 			if err != nil {
 				return err
 			}
@@ -322,13 +322,13 @@ func (p *payload) read(cmd *cobra.Command, stdin io.Reader) ([]byte, error) {
 	dataSet, fileSet := cmd.Flags().Changed("data"), cmd.Flags().Changed("file")
 	switch {
 	case dataSet && fileSet:
-		return nil, errors.New("give --data or --file, not both")
+		return nil, usagef(cmd, "give --data or --file, not both")
 	case dataSet && p.data == "-", fileSet && p.file == "-":
 		return io.ReadAll(stdin)
 	case dataSet:
 		return []byte(p.data), nil
 	case fileSet && p.file == "":
-		return nil, errors.New("--file needs a path (or - for stdin)")
+		return nil, usagef(cmd, "--file needs a path (or - for stdin)")
 	case fileSet:
 		return os.ReadFile(p.file)
 	}

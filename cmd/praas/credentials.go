@@ -137,14 +137,14 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 	}
 	var admin bool
 	var name string
-	appArg := func(args []string) (string, error) {
+	appArg := func(cmd *cobra.Command, args []string) (string, error) {
 		switch {
 		case admin && len(args) == 0:
 			return "", nil
 		case !admin && len(args) == 1:
 			return args[0], nil
 		}
-		return "", errors.New("give an APP, or --admin for the admin keys")
+		return "", usagef(cmd, "give an APP, or --admin for the admin keys")
 	}
 	printKey := func(k client.Key) error {
 		if c.json {
@@ -157,8 +157,8 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		Use:   "create [APP]",
 		Short: "Make a key for APP (or an admin key with --admin)",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			app, err := appArg(args)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app, err := appArg(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -174,8 +174,8 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		Use:   "list [APP]",
 		Short: "List the keys of APP (or the admin keys with --admin)",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			app, err := appArg(args)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app, err := appArg(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -192,15 +192,15 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 			})
 		},
 	}
-	idArgs := func(args []string) (string, string, error) {
+	idArgs := func(cmd *cobra.Command, args []string) (string, string, error) {
 		if admin {
 			if len(args) != 1 {
-				return "", "", errors.New("give the key ID")
+				return "", "", usagef(cmd, "give the key ID")
 			}
 			return "", args[0], nil
 		}
 		if len(args) != 2 {
-			return "", "", errors.New("give APP and the key ID, or --admin and the key ID")
+			return "", "", usagef(cmd, "give APP and the key ID, or --admin and the key ID")
 		}
 		return args[0], args[1], nil
 	}
@@ -208,8 +208,8 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		Use:   "revoke [APP] ID",
 		Short: "Revoke a key: it stops working",
 		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(_ *cobra.Command, args []string) error {
-			app, id, err := idArgs(args)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app, id, err := idArgs(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -224,8 +224,8 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		Use:   "rotate [APP] ID",
 		Short: "Replace a key with a new one; the old one stops working",
 		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(_ *cobra.Command, args []string) error {
-			app, id, err := idArgs(args)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app, id, err := idArgs(cmd, args)
 			if err != nil {
 				return err
 			}

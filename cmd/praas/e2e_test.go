@@ -198,20 +198,21 @@ func TestQuickStart(t *testing.T) {
 	errorCases := []struct {
 		args []string
 		want string
+		code int
 	}{
-		{[]string{"invoke", "demo", "nosuch", "--pid", "p1"}, `function "nosuch"`},
-		{[]string{"invoke", "nosuchapp", "echo"}, `app "nosuchapp"`},
-		{[]string{"invoke", "demo", "echo", "--pid", "nosuchpid"}, "nosuchpid"},
-		{[]string{"invoke", "demo", "state-get", "--pid", "p1", "--data", "absent"}, "absent"},
-		{[]string{"app", "create", "demo"}, "already exists"},
-		{[]string{"process", "create", "demo", "--pid", "p1"}, "already exists"},
-		{[]string{"app", "create", "bad name!"}, "app name"},
+		{[]string{"invoke", "demo", "nosuch", "--pid", "p1"}, `function "nosuch"`, exitNotFound},
+		{[]string{"invoke", "nosuchapp", "echo"}, `app "nosuchapp"`, exitNotFound},
+		{[]string{"invoke", "demo", "echo", "--pid", "nosuchpid"}, "nosuchpid", exitNotFound},
+		{[]string{"invoke", "demo", "state-get", "--pid", "p1", "--data", "absent"}, "absent", exitNotFound},
+		{[]string{"app", "create", "demo"}, "already exists", exitConflict},
+		{[]string{"process", "create", "demo", "--pid", "p1"}, "already exists", exitConflict},
+		{[]string{"app", "create", "bad name!"}, "app name", exitInvalid},
 	}
 	for _, ec := range errorCases {
 		out, errOut, code := runCLI(t, "", ec.args...)
-		if code != 1 || out != "" || !strings.Contains(errOut, ec.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
-			t.Fatalf("praas %s: exit %d stdout %q stderr %q; want exit 1 and one line containing %q",
-				strings.Join(ec.args, " "), code, out, errOut, ec.want)
+		if code != ec.code || out != "" || !strings.Contains(errOut, ec.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Fatalf("praas %s: exit %d stdout %q stderr %q; want exit %d and one line containing %q",
+				strings.Join(ec.args, " "), code, out, errOut, ec.code, ec.want)
 		}
 	}
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -21,19 +19,19 @@ func (r *resourceFlags) register(cmd *cobra.Command, whom string) {
 }
 
 // options returns the creation option the flags ask for, if any.
-func (r *resourceFlags) options() ([]client.CreateOption, error) {
+func (r *resourceFlags) options(cmd *cobra.Command) ([]client.CreateOption, error) {
 	var res client.Resources
 	if r.cpu != "" {
 		q, err := resource.ParseQuantity(r.cpu)
 		if err != nil || q.Sign() <= 0 {
-			return nil, fmt.Errorf("--cpu %q: a positive quantity such as 250m or 0.5", r.cpu)
+			return nil, usagef(cmd, "--cpu %q: a positive quantity such as 250m or 0.5", r.cpu)
 		}
 		res.MilliCPU = q.MilliValue()
 	}
 	if r.memory != "" {
 		q, err := resource.ParseQuantity(r.memory)
 		if err != nil || q.Sign() <= 0 {
-			return nil, fmt.Errorf("--memory %q: a positive quantity such as 256Mi", r.memory)
+			return nil, usagef(cmd, "--memory %q: a positive quantity such as 256Mi", r.memory)
 		}
 		res.MemoryBytes = q.Value()
 	}

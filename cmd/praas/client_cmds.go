@@ -59,9 +59,10 @@ func (c *cli) appCmd() *cobra.Command {
 		},
 	}
 	get := &cobra.Command{
-		Use:   "get NAME",
-		Short: "Show an application",
-		Args:  cobra.ExactArgs(1),
+		Use:               "get NAME",
+		Short:             "Show an application",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeArgs(argApp),
 		RunE: func(_ *cobra.Command, args []string) error {
 			app, err := c.client().GetApp(c.ctx, args[0])
 			if err != nil {
@@ -74,9 +75,10 @@ func (c *cli) appCmd() *cobra.Command {
 		},
 	}
 	del := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete an application with all its processes and their state",
-		Args:  cobra.ExactArgs(1),
+		Use:               "delete NAME",
+		Short:             "Delete an application with all its processes and their state",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeArgs(argApp),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if err := c.client().DeleteApp(c.ctx, args[0]); err != nil {
 				return err
@@ -94,9 +96,10 @@ func (c *cli) processCmd() *cobra.Command {
 	var pid string
 	var res resourceFlags
 	create := &cobra.Command{
-		Use:   "create APP",
-		Short: "Create a process (or bring back a swapped one) and wait until it is active",
-		Args:  cobra.ExactArgs(1),
+		Use:               "create APP",
+		Short:             "Create a process (or bring back a swapped one) and wait until it is active",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeArgs(argApp),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := res.options(cmd)
 			if err != nil {
@@ -114,11 +117,13 @@ func (c *cli) processCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&pid, "pid", "", "the process id (default: chosen by the control plane)")
+	_ = create.RegisterFlagCompletionFunc("pid", c.completePIDFlag)
 	res.register(create, "this process, in place of its app's (kept from its creation on)")
 	list := &cobra.Command{
-		Use:   "list APP",
-		Short: "List an application's processes with status and data-plane address",
-		Args:  cobra.ExactArgs(1),
+		Use:               "list APP",
+		Short:             "List an application's processes with status and data-plane address",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeArgs(argApp),
 		RunE: func(_ *cobra.Command, args []string) error {
 			procs, err := c.client().ListProcesses(c.ctx, args[0])
 			if err != nil {
@@ -134,9 +139,10 @@ func (c *cli) processCmd() *cobra.Command {
 		},
 	}
 	get := &cobra.Command{
-		Use:   "get APP PID",
-		Short: "Show a process, with its data-plane address and token while active",
-		Args:  cobra.ExactArgs(2),
+		Use:               "get APP PID",
+		Short:             "Show a process, with its data-plane address and token while active",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeArgs(argApp, argPID),
 		RunE: func(_ *cobra.Command, args []string) error {
 			p, err := c.client().GetProcess(c.ctx, args[0], args[1])
 			if err != nil {
@@ -157,9 +163,10 @@ func (c *cli) processCmd() *cobra.Command {
 		},
 	}
 	swap := &cobra.Command{
-		Use:   "swap APP PID",
-		Short: "Swap a process out to storage; the next invocation or message brings it back",
-		Args:  cobra.ExactArgs(2),
+		Use:               "swap APP PID",
+		Short:             "Swap a process out to storage; the next invocation or message brings it back",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeArgs(argApp, argPID),
 		RunE: func(_ *cobra.Command, args []string) error {
 			p, err := c.client().SwapProcess(c.ctx, args[0], args[1])
 			if err != nil {
@@ -173,9 +180,10 @@ func (c *cli) processCmd() *cobra.Command {
 		},
 	}
 	del := &cobra.Command{
-		Use:   "delete APP PID",
-		Short: "Stop a process and delete it with its state",
-		Args:  cobra.ExactArgs(2),
+		Use:               "delete APP PID",
+		Short:             "Stop a process and delete it with its state",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeArgs(argApp, argPID),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if err := c.client().DeleteProcess(c.ctx, args[0], args[1]); err != nil {
 				return err
@@ -207,7 +215,8 @@ waits for the file if the process has not started yet) until interrupted;
 		Example: `  praas process logs demo p1
   praas process logs demo p1 --data /var/lib/praas --follow
   less "$(praas process logs demo p1 --path)"`,
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeArgs(argApp, argPID),
 		RunE: func(_ *cobra.Command, args []string) error {
 			path, err := logPath(data, args[0], args[1])
 			if err != nil {
@@ -383,7 +392,8 @@ out there too, and --out FILE writes the result to FILE instead of stdout.`,
   praas invoke demo state-get --pid p1 --data k
   echo -n hello | praas invoke demo echo --pid p1 --data -
   praas invoke demo state-get --pid p1 --data blob --out blob.bin`,
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeArgs(argApp, argNone),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			input, err := in.read(cmd, c.stdin)
 			if err != nil {
@@ -397,6 +407,7 @@ out there too, and --out FILE writes the result to FILE instead of stdout.`,
 		},
 	}
 	cmd.Flags().StringVar(&pid, "pid", "", "the process to run in (default: any)")
+	_ = cmd.RegisterFlagCompletionFunc("pid", c.completePIDFlag)
 	in.flags(cmd)
 	res.flags(cmd)
 	return cmd
@@ -414,7 +425,8 @@ messages with KEY.
 ` + payloadHelp,
 		Example: `  praas send demo b sum:round1 --data 1
   date | praas send demo b log:now --data -`,
-		Args: cobra.ExactArgs(3),
+		Args:              cobra.ExactArgs(3),
+		ValidArgsFunction: c.completeArgs(argApp, argPID, argNone),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := in.read(cmd, c.stdin)
 			if err != nil {

@@ -137,6 +137,20 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 	}
 	var admin bool
 	var name string
+	// completeKeyArgs completes [APP] and then, if ids of them follow, key ids.
+	completeKeyArgs := func(ids int) cobra.CompletionFunc {
+		return func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			switch {
+			case !admin && len(args) == 0:
+				return c.completeApps(toComplete), cobra.ShellCompDirectiveNoFileComp
+			case ids == 1 && admin && len(args) == 0:
+				return c.completeKeyIDs("", toComplete), cobra.ShellCompDirectiveNoFileComp
+			case ids == 1 && !admin && len(args) == 1:
+				return c.completeKeyIDs(args[0], toComplete), cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+	}
 	appArg := func(cmd *cobra.Command, args []string) (string, error) {
 		switch {
 		case admin && len(args) == 0:
@@ -154,9 +168,10 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		return nil
 	}
 	create := &cobra.Command{
-		Use:   "create [APP]",
-		Short: "Make a key for APP (or an admin key with --admin)",
-		Args:  cobra.MaximumNArgs(1),
+		Use:               "create [APP]",
+		Short:             "Make a key for APP (or an admin key with --admin)",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeKeyArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app, err := appArg(cmd, args)
 			if err != nil {
@@ -171,9 +186,10 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 	}
 	create.Flags().StringVar(&name, "name", "", "a name to tell the key apart")
 	list := &cobra.Command{
-		Use:   "list [APP]",
-		Short: "List the keys of APP (or the admin keys with --admin)",
-		Args:  cobra.MaximumNArgs(1),
+		Use:               "list [APP]",
+		Short:             "List the keys of APP (or the admin keys with --admin)",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeKeyArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app, err := appArg(cmd, args)
 			if err != nil {
@@ -205,9 +221,10 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		return args[0], args[1], nil
 	}
 	revoke := &cobra.Command{
-		Use:   "revoke [APP] ID",
-		Short: "Revoke a key: it stops working",
-		Args:  cobra.RangeArgs(1, 2),
+		Use:               "revoke [APP] ID",
+		Short:             "Revoke a key: it stops working",
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeKeyArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app, id, err := idArgs(cmd, args)
 			if err != nil {
@@ -221,9 +238,10 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 		},
 	}
 	rotate := &cobra.Command{
-		Use:   "rotate [APP] ID",
-		Short: "Replace a key with a new one; the old one stops working",
-		Args:  cobra.RangeArgs(1, 2),
+		Use:               "rotate [APP] ID",
+		Short:             "Replace a key with a new one; the old one stops working",
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeKeyArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app, id, err := idArgs(cmd, args)
 			if err != nil {

@@ -57,12 +57,22 @@ func (r Resources) Validate() error {
 	return nil
 }
 
-// Usage is what a process reports about the work it did.
+// Usage is the work a process did, as billed (see docs/observability.md):
+// the counters its runtime reports, and the swap storage the control plane
+// accounts for. Every field only grows.
 type Usage struct {
 	Invocations uint64 `json:"invocations"`
-	BusyNanos   uint64 `json:"busy_ns"`
+	BusyNanos   uint64 `json:"busy_ns"` // wall time of invocations
 	BytesIn     uint64 `json:"bytes_in"`
 	BytesOut    uint64 `json:"bytes_out"`
+	// StateByteSeconds is the process's state size integrated over the time
+	// it ran (bytes × seconds). Seconds, not nanoseconds: a GiB held for an
+	// hour is 3.9e12 byte-seconds, 3.9e21 byte-nanoseconds, past uint64.
+	StateByteSeconds uint64 `json:"state_byte_s,omitempty"`
+	// SwapByteSeconds is the size of the snapshot held while the process
+	// was swapped, integrated over the time it was (periods that ended; see
+	// Process.SwappedAt for the current one).
+	SwapByteSeconds uint64 `json:"swap_byte_s,omitempty"`
 }
 
 // Process is the control plane's record of one process.
@@ -74,6 +84,11 @@ type Process struct {
 	Handle   string `json:"handle,omitempty"`   // backend-specific (OS pid, pod name)
 	Snapshot string `json:"snapshot,omitempty"` // swap-store key of the last snapshot
 	Usage    Usage  `json:"usage"`
+	// SnapshotBytes is the size of the snapshot named by Snapshot.
+	SnapshotBytes int64 `json:"snapshot_bytes,omitempty"`
+	// SwappedAt is when the process last became swapped; zero while it is
+	// not. The snapshot it holds since is billed as swap storage.
+	SwappedAt time.Time `json:"swapped_at,omitzero"`
 	// Resources, if not zero, replace the app's for this process.
 	Resources  Resources `json:"resources"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -200,6 +215,19 @@ type Metadata interface {
 	// DeleteKey removes a key; errs.ErrNotFound if absent. DeleteApp
 	// removes the app's keys too.
 	DeleteKey(ctx context.Context, id string) error
+
+	// AddUsage adds delta to the usage bucket of app/pid that starts at
+	// start (truncated to the millisecond), creating it if absent. It does
+	// not check that the app or the process exists: usage outlives both,
+	// until PruneUsage removes it.
+	AddUsage(ctx context.Context, app, pid string, start time.Time, delta Usage) error
+	// ListUsage returns app's buckets (only pid's if pid is not empty) with
+	// since <= Start < until, sorted by Start then PID; empty, not an
+	// error, if none (whether the app exists or not).
+	ListUsage(ctx context.Context, app, pid string, since, until time.Time) ([]UsageBucket, error)
+	// PruneUsage deletes every bucket, of every app, that starts before
+	// before.
+	PruneUsage(ctx context.Context, before time.Time) error
 
 	// PutReplica creates or renews a replica's record (last write wins: only
 	// the replica itself writes it).

@@ -2,13 +2,18 @@
 // default metadata store of a single-machine praas, kept in one file under the
 // data directory.
 //
-// Records are JSON. The file holds five top-level buckets:
+// Records are JSON. The file holds six top-level buckets:
 //
 //	apps      name -> App
 //	procs     app (bucket) -> pid -> Process
 //	backups   app (bucket) -> pid (bucket) -> big-endian seq -> Message
 //	replicas  id -> Replica
 //	keys      id -> Key (admin keys and app keys alike)
+//	usage     app (bucket) -> big-endian start millis + pid -> Usage
+//
+// Usage is kept apart from procs because it outlives the processes and apps
+// it counts; its keys sort by time, so a window is one cursor range and
+// pruning deletes from the front of each app's bucket.
 //
 // API keys are few, so ListKeys and DeleteApp scan the keys bucket rather
 // than keep an index by app.
@@ -45,6 +50,7 @@ var (
 	bucketBackups  = []byte("backups")
 	bucketReplicas = []byte("replicas")
 	bucketKeys     = []byte("keys")
+	bucketUsage    = []byte("usage")
 )
 
 // openTimeout bounds the wait for the file lock held by another process.
@@ -72,7 +78,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups, bucketReplicas, bucketKeys} {
+		for _, name := range [][]byte{bucketApps, bucketProcs, bucketBackups, bucketReplicas, bucketKeys, bucketUsage} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -566,4 +572,86 @@ func putJSON(b *bbolt.Bucket, key []byte, v any) error {
 
 func seqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+// usageKey is the key of a usage bucket: its start, then the pid. Times
+// before 1970 count as 1970, so that they still sort first.
+func usageKey(start time.Time, pid string) []byte {
+	k := make([]byte, 8, 8+len(pid))
+	binary.BigEndian.PutUint64(k, uint64(max(start.UnixMilli(), 0)))
+	return append(k, pid...)
+}
+
+func (s *Store) AddUsage(ctx context.Context, app, pid string, start time.Time, delta store.Usage) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		b, err := tx.Bucket(bucketUsage).CreateBucketIfNotExists([]byte(app))
+		if err != nil {
+			return err
+		}
+		k := usageKey(start, pid)
+		var u store.Usage
+		if v := b.Get(k); v != nil {
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("bolt: usage %s/%s: %w", app, pid, err)
+			}
+		}
+		return putJSON(b, k, u.Add(delta))
+	})
+}
+
+func (s *Store) ListUsage(ctx context.Context, app, pid string, since, until time.Time) ([]store.UsageBucket, error) {
+	out := []store.UsageBucket{}
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketUsage).Bucket([]byte(app))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(usageKey(since, "")); k != nil; k, v = c.Next() {
+			start := time.UnixMilli(int64(binary.BigEndian.Uint64(k[:8]))).UTC()
+			if !start.Before(until) {
+				break
+			}
+			if start.Before(since) || (pid != "" && string(k[8:]) != pid) {
+				continue
+			}
+			bucket := store.UsageBucket{PID: string(k[8:]), Start: start}
+			if err := json.Unmarshal(v, &bucket.Usage); err != nil {
+				return fmt.Errorf("bolt: usage %s/%s: %w", app, bucket.PID, err)
+			}
+			out = append(out, bucket)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) PruneUsage(ctx context.Context, before time.Time) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		usage := tx.Bucket(bucketUsage)
+		var apps [][]byte
+		if err := usage.ForEach(func(k, _ []byte) error { apps = append(apps, k); return nil }); err != nil {
+			return err
+		}
+		end := usageKey(before, "")
+		for _, app := range apps {
+			b := usage.Bucket(app)
+			var old [][]byte // deleting under a cursor skips keys: collect first
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && bytes.Compare(k, end) < 0; k, _ = c.Next() {
+				old = append(old, k)
+			}
+			for _, k := range old {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			if k, _ := b.Cursor().First(); k == nil {
+				if err := usage.DeleteBucket(app); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/store"
@@ -27,6 +28,14 @@ type Store struct {
 	apps     map[string]*appEntry
 	replicas map[string]store.Replica
 	keys     map[string]store.Key // by ID
+	// usage are the usage buckets by app, kept apart from apps: they
+	// outlive the apps and processes they count.
+	usage map[string]map[usageKey]store.Usage
+}
+
+type usageKey struct {
+	startMilli int64
+	pid        string
 }
 
 type appEntry struct {
@@ -45,7 +54,8 @@ var _ store.Metadata = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{apps: map[string]*appEntry{}, replicas: map[string]store.Replica{}, keys: map[string]store.Key{}}
+	return &Store{apps: map[string]*appEntry{}, replicas: map[string]store.Replica{}, keys: map[string]store.Key{},
+		usage: map[string]map[usageKey]store.Usage{}}
 }
 
 // Close does nothing: the data lives as long as the Store.
@@ -399,5 +409,52 @@ func (s *Store) DeleteKey(ctx context.Context, id string) error {
 		return fmt.Errorf("key %q: %w", id, errs.ErrNotFound)
 	}
 	delete(s.keys, id)
+	return nil
+}
+
+func (s *Store) AddUsage(ctx context.Context, app, pid string, start time.Time, delta store.Usage) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	buckets := s.usage[app]
+	if buckets == nil {
+		buckets = map[usageKey]store.Usage{}
+		s.usage[app] = buckets
+	}
+	k := usageKey{start.UnixMilli(), pid}
+	buckets[k] = buckets[k].Add(delta)
+	return nil
+}
+
+func (s *Store) ListUsage(ctx context.Context, app, pid string, since, until time.Time) ([]store.UsageBucket, error) {
+	if err := s.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	out := []store.UsageBucket{}
+	for k, u := range s.usage[app] {
+		start := time.UnixMilli(k.startMilli).UTC()
+		if (pid == "" || k.pid == pid) && !start.Before(since) && start.Before(until) {
+			out = append(out, store.UsageBucket{PID: k.pid, Start: start, Usage: u})
+		}
+	}
+	store.SortUsage(out)
+	return out, nil
+}
+
+func (s *Store) PruneUsage(ctx context.Context, before time.Time) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	for app, buckets := range s.usage {
+		maps.DeleteFunc(buckets, func(k usageKey, _ store.Usage) bool {
+			return time.UnixMilli(k.startMilli).Before(before)
+		})
+		if len(buckets) == 0 {
+			delete(s.usage, app)
+		}
+	}
 	return nil
 }

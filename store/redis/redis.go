@@ -17,6 +17,9 @@
 //	P+"keys"                hash   id   -> Key JSON (admin and app keys)
 //	P+"appkeys:"+A          set    ids of the keys of app A
 //	P+"adminkeys"           set    ids of the admin keys (App "")
+//	P+"usage:"+A            hash   "ms:I:f" -> counter f of I's bucket at ms
+//	P+"usageidx:"+A         zset   score ms, member "ms:I": A's buckets by start
+//	P+"usageapps"           set    apps with usage buckets, for PruneUsage
 //
 // where A and I are the app name and pid query-escaped (so they never contain
 // ':'). Writes that check and modify several keys run as Lua scripts, which
@@ -34,6 +37,10 @@
 // existed has no revision field; it reads as revision 0 and can be updated
 // as such.
 //
+// Usage buckets live apart from the records because they outlive the apps
+// and processes they count; AddUsage increments their counters with
+// HINCRBY in one MULTI, and a window is one ZRANGEBYSCORE and one HMGET.
+//
 // Durability is the server's: a write survives a restart of Redis only if the
 // server persists it (appendonly yes, appendfsync always for every write).
 package redis
@@ -47,6 +54,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -754,4 +762,113 @@ func (s *Store) DeleteKey(ctx context.Context, id string) error {
 		// Replaced since we read it: read it again.
 	}
 	return fmt.Errorf("redis: delete key %q: too much contention: %w", id, errs.ErrUnavailable)
+}
+
+func (s *Store) usageKey(app string) string    { return s.prefix + "usage:" + url.QueryEscape(app) }
+func (s *Store) usageIdxKey(app string) string { return s.prefix + "usageidx:" + url.QueryEscape(app) }
+func (s *Store) usageAppsKey() string          { return s.prefix + "usageapps" }
+
+// usageFields name a bucket's counters in the usage hash, in the order of
+// usageCounters.
+var usageFields = [...]string{"i", "b", "in", "out", "st", "sw"}
+
+func usageCounters(u *store.Usage) [len(usageFields)]*uint64 {
+	return [...]*uint64{&u.Invocations, &u.BusyNanos, &u.BytesIn, &u.BytesOut, &u.StateByteSeconds, &u.SwapByteSeconds}
+}
+
+// pruneUsageScript deletes an app's buckets that start before a time.
+// KEYS usage, usageidx, usageapps; ARGV before (ms, exclusive), app name.
+var pruneUsageScript = redis.NewScript(`
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+for _, m in ipairs(old) do
+  for _, f in ipairs({'i', 'b', 'in', 'out', 'st', 'sw'}) do
+    redis.call('HDEL', KEYS[1], m .. ':' .. f)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[3], ARGV[2])
+end
+return #old`)
+
+func (s *Store) AddUsage(ctx context.Context, app, pid string, start time.Time, delta store.Usage) error {
+	ms := start.UnixMilli()
+	member := strconv.FormatInt(ms, 10) + ":" + url.QueryEscape(pid)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, s.usageAppsKey(), app)
+		p.ZAdd(ctx, s.usageIdxKey(app), redis.Z{Score: float64(ms), Member: member})
+		for i, c := range usageCounters(&delta) {
+			if *c != 0 {
+				p.HIncrBy(ctx, s.usageKey(app), member+":"+usageFields[i], int64(*c))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis: add usage %s/%s: %w", app, pid, err)
+	}
+	return nil
+}
+
+func (s *Store) ListUsage(ctx context.Context, app, pid string, since, until time.Time) ([]store.UsageBucket, error) {
+	members, err := s.rdb.ZRangeByScore(ctx, s.usageIdxKey(app), &redis.ZRangeBy{
+		Min: strconv.FormatInt(since.UnixMilli(), 10), Max: "(" + strconv.FormatInt(until.UnixMilli(), 10)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis: list usage %s: %w", app, err)
+	}
+	out := []store.UsageBucket{}
+	var fields []string
+	for _, m := range members {
+		msText, escaped, _ := strings.Cut(m, ":")
+		ms, err := strconv.ParseInt(msText, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("redis: malformed usage bucket %q of %s", m, app)
+		}
+		bpid, err := url.QueryUnescape(escaped)
+		if err != nil {
+			return nil, fmt.Errorf("redis: malformed usage bucket %q of %s", m, app)
+		}
+		start := time.UnixMilli(ms).UTC()
+		if (pid != "" && bpid != pid) || start.Before(since) || !start.Before(until) {
+			continue
+		}
+		out = append(out, store.UsageBucket{PID: bpid, Start: start})
+		for _, f := range usageFields {
+			fields = append(fields, m+":"+f)
+		}
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.usageKey(app), fields...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis: list usage %s: %w", app, err)
+	}
+	for i := range out {
+		for j, c := range usageCounters(&out[i].Usage) {
+			if v, ok := vals[i*len(usageFields)+j].(string); ok {
+				if *c, err = strconv.ParseUint(v, 10, 64); err != nil {
+					return nil, fmt.Errorf("redis: malformed usage counter of %s: %w", app, err)
+				}
+			}
+		}
+	}
+	store.SortUsage(out)
+	return out, nil
+}
+
+func (s *Store) PruneUsage(ctx context.Context, before time.Time) error {
+	apps, err := s.rdb.SMembers(ctx, s.usageAppsKey()).Result()
+	if err != nil {
+		return fmt.Errorf("redis: prune usage: %w", err)
+	}
+	ms := strconv.FormatInt(before.UnixMilli(), 10)
+	for _, app := range apps {
+		keys := []string{s.usageKey(app), s.usageIdxKey(app), s.usageAppsKey()}
+		if err := pruneUsageScript.Run(ctx, s.rdb, keys, ms, app).Err(); err != nil {
+			return fmt.Errorf("redis: prune usage of %s: %w", app, err)
+		}
+	}
+	return nil
 }

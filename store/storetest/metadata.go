@@ -72,6 +72,10 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 		{"DeleteAppRemovesKeys", testDeleteAppRemovesKeys},
 		{"CreateKeyConcurrent", testCreateKeyConcurrent},
 		{"DeleteAppRacesCreateKey", testDeleteAppRacesCreateKey},
+		{"UsageAddList", testUsageAddList},
+		{"UsageOutlivesDelete", testUsageOutlivesDelete},
+		{"UsagePrune", testUsagePrune},
+		{"UsageConcurrent", testUsageConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,6 +93,12 @@ func RunMetadata(t *testing.T, open func(t *testing.T) store.Metadata, opts ...M
 			t.Skip("no reopen function given")
 		}
 		s.testPersistence(t, t.Context())
+	})
+	t.Run("UsagePersistence", func(t *testing.T) {
+		if s.reopen == nil {
+			t.Skip("no reopen function given")
+		}
+		s.testUsagePersistence(t, t.Context())
 	})
 	t.Run("KeyPersistence", func(t *testing.T) {
 		if s.reopen == nil {
@@ -108,7 +118,8 @@ func newProcess(app, pid string) store.Process {
 	return store.Process{
 		App: app, PID: pid, Status: store.StatusActive,
 		Address: "127.0.0.1:4000", Handle: "1234", Snapshot: app + "/" + pid + "/1",
-		Usage:     store.Usage{Invocations: 3, BusyNanos: 4e9, BytesIn: 10, BytesOut: 20},
+		Usage:         store.Usage{Invocations: 3, BusyNanos: 4e9, BytesIn: 10, BytesOut: 20, StateByteSeconds: 1 << 40, SwapByteSeconds: 7},
+		SnapshotBytes: 4096, SwappedAt: t0.Add(-3e9),
 		CreatedAt: t0, UpdatedAt: t0.Add(1e9), LastActive: t0.Add(2e9),
 		Revision: 1, Generation: 3, Owner: "cp-" + pid,
 	}

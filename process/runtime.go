@@ -527,6 +527,9 @@ func (rt *Runtime) usage() store.Usage {
 		BusyNanos:   rt.busyNanos.Load(),
 		BytesIn:     rt.bytesIn.Load(),
 		BytesOut:    rt.bytesOut.Load(),
+		// Integrated at report time: the state charges nothing per
+		// invocation, only a clock read per write that changes its size.
+		StateByteSeconds: rt.state.byteSeconds(),
 	}
 }
 

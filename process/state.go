@@ -2,8 +2,10 @@ package process
 
 import (
 	"fmt"
+	"math/bits"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/praas-dev/praas/errs"
 )
@@ -19,9 +21,46 @@ type state struct {
 	m     map[string][]byte
 	bytes int64 // of every key and value, bounded by max
 	max   int64 // 0: no bound
+
+	// The memory-time of the state, for billing: bytes integrated over
+	// time since start, as a 128-bit count of byte-nanoseconds (a GiB held
+	// a few seconds passes 64 bits). It is brought up to date only when
+	// bytes changes, so a state write pays one clock read and an idle
+	// state nothing; byteSeconds adds the time since.
+	start        time.Time // monotonic clock reading
+	accruedAt    time.Duration
+	accHi, accLo uint64
 }
 
-func newState(max int64) *state { return &state{m: make(map[string][]byte), max: max} }
+func newState(max int64) *state {
+	return &state{m: make(map[string][]byte), max: max, start: time.Now()}
+}
+
+// accrueLocked adds the memory-time of the current size up to now; the
+// write lock is held and bytes is about to change.
+func (s *state) accrueLocked() {
+	now := time.Since(s.start)
+	hi, lo := bits.Mul64(uint64(s.bytes), uint64(now-s.accruedAt))
+	var carry uint64
+	s.accLo, carry = bits.Add64(s.accLo, lo, 0)
+	s.accHi += hi + carry
+	s.accruedAt = now
+}
+
+// byteSeconds is the state's memory-time since the process started, in
+// byte-seconds (rounded down).
+func (s *state) byteSeconds() uint64 {
+	s.mu.RLock()
+	hi, lo := bits.Mul64(uint64(s.bytes), uint64(time.Since(s.start)-s.accruedAt))
+	lo, carry := bits.Add64(s.accLo, lo, 0)
+	hi += s.accHi + carry
+	s.mu.RUnlock()
+	if hi >= uint64(time.Second) {
+		return ^uint64(0) // some 16 exabyte-years: saturate rather than wrap
+	}
+	q, _ := bits.Div64(hi, lo, uint64(time.Second))
+	return q
+}
 
 // entrySize is what one entry counts against the bound.
 func entrySize(key string, v []byte) int64 { return int64(len(key) + len(v)) }
@@ -31,6 +70,7 @@ func entrySize(key string, v []byte) int64 { return int64(len(key) + len(v)) }
 func (s *state) restore(m map[string][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.accrueLocked()
 	s.m = m
 	s.bytes = 0
 	for k, v := range m {
@@ -63,13 +103,17 @@ func (s *state) setLocked(key string, v []byte) error {
 			errs.ErrResourceExhausted, s.bytes, grown, s.max)
 	}
 	s.m[key] = v
-	s.bytes += grown
+	if grown != 0 {
+		s.accrueLocked()
+		s.bytes += grown
+	}
 	return nil
 }
 
 func (s *state) delete(key string) {
 	s.mu.Lock()
 	if old, ok := s.m[key]; ok {
+		s.accrueLocked()
 		s.bytes -= entrySize(key, old)
 		delete(s.m, key)
 	}

@@ -344,7 +344,7 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		l.mu.Unlock()
 	}
 	var previous string
-	_, err := store.UpdateProcess(r.Context(), s.cfg.Metadata, rep.App, rep.PID, func(p *store.Process) error {
+	_, err := s.updateRecord(r.Context(), rep.App, rep.PID, func(p *store.Process) error {
 		if p.Generation != rep.Generation {
 			return errTakenMeanwhile
 		}
@@ -352,7 +352,7 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 			return errSnapshotOutdated
 		}
 		previous = p.Snapshot
-		p.Snapshot = rep.Key
+		p.Snapshot, p.SnapshotBytes = rep.Key, rep.Bytes
 		if isLive && p.Owner == s.id {
 			l.mu.Lock()
 			p.Usage = l.usage

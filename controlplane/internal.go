@@ -91,13 +91,14 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, appName, pid s
 		return
 	}
 	h := running[handleKey(appName, pid, gen)]
+	before := rec
 	rec.Owner = s.id
 	rec.Status = store.StatusActive
 	if addr != "" {
 		rec.Address = addr
 	}
 	rec.UpdatedAt = time.Now()
-	stored, err := s.cfg.Metadata.UpdateProcess(r.Context(), rec)
+	stored, err := s.writeRecord(r.Context(), before, rec)
 	if err != nil {
 		// Someone else changed it first: the runtime tries again next beat.
 		writeError(w, s.log, err)
@@ -222,8 +223,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	l.lastBeat = now
 	l.reportUsage(hb.Usage)
 	// Only a change is written: a thousand idle processes would otherwise
-	// make two hundred store writes a second.
-	save := now.Sub(l.saved) >= usageSaveEvery && l.usage != l.savedUsage
+	// make two hundred store writes a second. The memory-time of a state
+	// grows at every beat, idle or not: alone, it is written once a usage
+	// bucket.
+	sinceSaved := now.Sub(l.saved)
+	stateOnly := withoutState(l.usage) == withoutState(l.savedUsage)
+	save := sinceSaved >= usageSaveEvery && l.usage != l.savedUsage && (!stateOnly || sinceSaved >= s.cfg.UsageBucket)
 	if save {
 		l.saved, l.savedUsage = now, l.usage
 	}
@@ -257,20 +262,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 // report that arrives late (a heartbeat sent before the final snapshot's
 // report, answered after it) changes nothing.
 func (l *live) reportUsage(u store.Usage) {
-	t := addUsage(l.base, u)
-	l.usage = store.Usage{
-		Invocations: max(l.usage.Invocations, t.Invocations),
-		BusyNanos:   max(l.usage.BusyNanos, t.BusyNanos),
-		BytesIn:     max(l.usage.BytesIn, t.BytesIn),
-		BytesOut:    max(l.usage.BytesOut, t.BytesOut),
-	}
+	u.SwapByteSeconds = 0 // the control plane's to count, not the runtime's
+	l.usage = l.usage.Max(l.base.Add(u))
 }
 
-func addUsage(a, b store.Usage) store.Usage {
-	return store.Usage{
-		Invocations: a.Invocations + b.Invocations,
-		BusyNanos:   a.BusyNanos + b.BusyNanos,
-		BytesIn:     a.BytesIn + b.BytesIn,
-		BytesOut:    a.BytesOut + b.BytesOut,
-	}
+// withoutState is u without its state's memory-time.
+func withoutState(u store.Usage) store.Usage {
+	u.StateByteSeconds = 0
+	return u
 }

@@ -290,8 +290,9 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 	}
 	h, isRunning := running[handleKey(rec.App, rec.PID, rec.Generation)]
 	if isRunning && rec.Status == store.StatusActive {
+		before := rec
 		rec.Owner = s.id
-		stored, err := s.cfg.Metadata.UpdateProcess(ctx, rec)
+		stored, err := s.writeRecord(ctx, before, rec)
 		if err != nil {
 			return err
 		}
@@ -314,7 +315,7 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 			}
 		}
 	}
-	_, err := store.UpdateProcess(ctx, s.cfg.Metadata, rec.App, rec.PID, func(p *store.Process) error {
+	_, err := s.updateRecord(ctx, rec.App, rec.PID, func(p *store.Process) error {
 		if p.Owner != rec.Owner || p.Generation != rec.Generation {
 			return errTakenMeanwhile
 		}

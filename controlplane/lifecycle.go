@@ -266,12 +266,14 @@ func (s *Server) start(app store.App, l *live, rec store.Process) {
 func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec store.Process) error {
 	// The lease: owner and a new generation, in one compare-and-set on the
 	// record as claim read it. A replica that raced us wins or loses here.
+	// A swapped record's swap period ends here (writeRecord).
+	before := rec
 	rec.Owner = s.id
 	rec.Generation = l.gen
 	rec.Status = store.StatusAllocating
 	rec.Address = ""
 	rec.UpdatedAt = time.Now()
-	rec, err := s.cfg.Metadata.UpdateProcess(ctx, rec)
+	rec, err := s.writeRecord(ctx, before, rec)
 	if errs.CodeOf(err) == errs.FailedPrecondition {
 		return errTakenMeanwhile
 	}
@@ -370,10 +372,12 @@ func (s *Server) adoptOrphanSnapshot(ctx context.Context, rec store.Process) (st
 		return rec, err
 	}
 	r.Close()
-	previous := rec.Snapshot
+	before, previous := rec, rec.Snapshot
 	rec.Snapshot = key
+	// Its size is unknown without reading it all: SnapshotBytes keeps the
+	// previous snapshot's, the closest guess for billing.
 	rec.UpdatedAt = time.Now()
-	stored, err := s.cfg.Metadata.UpdateProcess(ctx, rec)
+	stored, err := s.writeRecord(ctx, before, rec)
 	if err != nil {
 		return rec, err // changed meanwhile: the caller's compare-and-set fails anyway
 	}
@@ -453,7 +457,7 @@ func (s *Server) lookupLive(app, pid string) *live {
 // this replica still owns l's generation; errTakenMeanwhile if not. The
 // usage l reported is written too.
 func (s *Server) updateOwned(ctx context.Context, l *live, change func(*store.Process)) (store.Process, error) {
-	return store.UpdateProcess(ctx, s.cfg.Metadata, l.app, l.pid, func(p *store.Process) error {
+	return s.updateRecord(ctx, l.app, l.pid, func(p *store.Process) error {
 		if p.Owner != s.id || p.Generation != l.gen {
 			return errTakenMeanwhile
 		}

@@ -166,11 +166,22 @@ func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
 			}
 		}
 	}
+	// Its usage stays in the buckets: what the record had not yet got
+	// (the live usage of the last few seconds, a swap period under way)
+	// goes there now.
+	final := p
+	final.Usage = s.freshUsage(p)
+	final.Status = "deleted"
+	trackSwap(&final, time.Now())
 	if l != nil {
 		s.kill(ctx, l)
 	}
-	if err := s.cfg.Metadata.DeleteProcess(ctx, p.App, p.PID); err != nil && !errors.Is(err, errs.ErrNotFound) {
+	err := s.cfg.Metadata.DeleteProcess(ctx, p.App, p.PID)
+	if err != nil && !errors.Is(err, errs.ErrNotFound) {
 		return err
+	}
+	if err == nil {
+		s.addUsage(ctx, p, final)
 	}
 	s.deleteSnapshot(ctx, p.Snapshot)
 	s.mu.Lock()

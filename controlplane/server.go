@@ -96,6 +96,14 @@ type Config struct {
 	// TLS, if set, serves the API over HTTPS and has processes serve their
 	// data plane over TLS (see tls.go); nil keeps both plain.
 	TLS *TLSConfig
+	// UsageBucket is the width of the time buckets usage is kept in, the
+	// granularity of usage windows (default DefaultUsageBucket; whole
+	// seconds). Replicas sharing a store must agree on it.
+	UsageBucket time.Duration
+	// UsageRetention is how long usage buckets are kept (default
+	// DefaultUsageRetention); older ones are deleted as new ones are
+	// written.
+	UsageRetention time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -135,6 +143,12 @@ func (c *Config) setDefaults() {
 	if c.ReplicaID == "" {
 		c.ReplicaID = "cp-" + randomHex(6)
 	}
+	if c.UsageBucket <= 0 {
+		c.UsageBucket = DefaultUsageBucket
+	}
+	if c.UsageRetention <= 0 {
+		c.UsageRetention = DefaultUsageRetention
+	}
 }
 
 // Validate reports a configuration that cannot run.
@@ -147,6 +161,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.SigningKey) != ed25519.PrivateKeySize {
 		return errors.New("control plane: an Ed25519 signing key is required")
+	}
+	if c.UsageBucket%time.Second != 0 {
+		return fmt.Errorf("control plane: the usage bucket width (%v) must be whole seconds", c.UsageBucket)
+	}
+	if c.UsageRetention < c.UsageBucket {
+		return fmt.Errorf("control plane: usage retention (%v) is shorter than a usage bucket (%v)", c.UsageRetention, c.UsageBucket)
 	}
 	return nil
 }
@@ -198,6 +218,9 @@ type Server struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+	// prunedAt is the start of the usage bucket (unix nanos) in which this
+	// replica last pruned usage past its retention (see usage.go).
+	prunedAt atomic.Int64
 }
 
 // New returns a control plane; serve it with Run.
@@ -281,6 +304,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/swap", s.authed(ofApp, s.swapProcess))
 	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/messages/{key}", s.authed(ofApp, s.budgeted(s.sendMessage)))
 	m.HandleFunc("POST /v1/apps/{app}/invoke/{function}", s.authed(ofApp, s.budgeted(s.invoke)))
+	m.HandleFunc("GET /v1/apps/{app}/usage", s.authed(ofApp, s.getUsage))
 	m.HandleFunc("POST /v1/apps/{app}/keys", s.authed(ofApp, s.createKey))
 	m.HandleFunc("GET /v1/apps/{app}/keys", s.authed(ofApp, s.listKeys))
 	m.HandleFunc("DELETE /v1/apps/{app}/keys/{id}", s.authed(ofApp, s.revokeKey))

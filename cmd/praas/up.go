@@ -58,6 +58,8 @@ type upConfig struct {
 	heartbeatTimeout     time.Duration
 	stopTimeout          time.Duration
 	idleTimeout          time.Duration
+	usageBucket          time.Duration
+	usageRetention       time.Duration
 	checkpoint           time.Duration
 	replicaID            string
 	leaseTTL             time.Duration
@@ -124,6 +126,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
 	f.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "swap out a process whose data plane was idle this long (0: never)")
+	f.DurationVar(&cfg.usageRetention, "usage-retention", controlplane.DefaultUsageRetention, "how long usage is kept in time buckets for `praas usage --since` windows; older buckets are deleted")
+	f.DurationVar(&cfg.usageBucket, "usage-bucket", controlplane.DefaultUsageBucket, "width of the usage time buckets, the granularity of usage windows (whole seconds); replicas sharing a metadata store must agree")
 	f.DurationVar(&cfg.checkpoint, "checkpoint-interval", 0, "write a snapshot of every changed process this often, bounding what a crash loses (0: only at swap-out)")
 	f.StringVar(&cfg.replicaID, "replica-id", "", "this control plane's name among replicas sharing a metadata store (default: kept in --data, made up on first start)")
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long this replica's lease on its processes lasts unless renewed; others take them over after it expired")
@@ -169,6 +173,9 @@ func (c *cli) up(cfg upConfig) error {
 	}
 	if cfg.orphanTimeout <= 0 {
 		return fmt.Errorf("--orphan-timeout must be positive")
+	}
+	if cfg.usageBucket <= 0 || cfg.usageRetention <= 0 {
+		return fmt.Errorf("--usage-bucket and --usage-retention must be positive")
 	}
 	if cfg.idleTimeout < 0 || cfg.checkpoint < 0 {
 		return fmt.Errorf("--idle-timeout and --checkpoint-interval must not be negative")
@@ -275,6 +282,8 @@ func (c *cli) up(cfg upConfig) error {
 		Metadata:            meta,
 		Swap:                swap,
 		IdleTimeout:         cfg.idleTimeout,
+		UsageBucket:         cfg.usageBucket,
+		UsageRetention:      cfg.usageRetention,
 		Backend:             be,
 		Logger:              log,
 		HeartbeatTimeout:    cfg.heartbeatTimeout,

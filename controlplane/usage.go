@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/http"
 	"sort"
 	"time"
@@ -82,34 +83,54 @@ func trackSwap(p *store.Process, now time.Time) {
 func (s *Server) addUsage(ctx context.Context, before, after store.Process) {
 	now := time.Now()
 	delta := after.Usage.Since(before.Usage)
+	swap := delta.SwapByteSeconds
 	delta.SwapByteSeconds = 0 // spread over the period below, not dropped at its end
 	if delta != (store.Usage{}) {
 		s.addBucket(ctx, after.App, after.PID, now, delta)
 	}
-	if !before.SwappedAt.IsZero() && after.SwappedAt.IsZero() {
-		s.addSwapPeriod(ctx, after.App, after.PID, before.SnapshotBytes, before.SwappedAt, now)
+	if swap > 0 && !before.SwappedAt.IsZero() {
+		s.addSwapPeriod(ctx, after.App, after.PID, swap, before.SwappedAt, now)
 	}
 }
 
-// addSwapPeriod adds to the buckets the swap storage of bytes held from
-// from to to, within the retention.
-func (s *Server) addSwapPeriod(ctx context.Context, app, pid string, bytes int64, from, to time.Time) {
-	if bytes <= 0 {
+// addSwapPeriod spreads the byte-seconds of a swap period from from to to
+// over its buckets, in proportion to time, within the retention.
+func (s *Server) addSwapPeriod(ctx context.Context, app, pid string, total uint64, from, to time.Time) {
+	period := to.Sub(from)
+	if period <= 0 {
+		s.addBucket(ctx, app, pid, to, store.Usage{SwapByteSeconds: total})
 		return
 	}
-	from = later(from, to.Add(-s.cfg.UsageRetention))
+	if kept := to.Add(-s.cfg.UsageRetention); from.Before(kept) {
+		total = share(total, to.Sub(kept), period)
+		from, period = kept, to.Sub(kept)
+	}
 	width := s.cfg.UsageBucket
-	step := width * max(1, time.Duration((to.Sub(from)/width+maxSwapSlices-1)/maxSwapSlices))
-	for start := from; start.Before(to); {
+	step := width * max(1, (period/width+maxSwapSlices-1)/maxSwapSlices)
+	left := total
+	for start := from; start.Before(to) && left > 0; {
 		end := s.bucketStart(start).Add(step)
-		if end.After(to) {
-			end = to
+		bs := share(total, end.Sub(start), period)
+		if !end.Before(to) {
+			bs = left // the last slice takes the rounding: the slices add up to total
 		}
-		if bs := store.ByteSeconds(bytes, end.Sub(start)); bs > 0 {
+		bs = min(bs, left)
+		if bs > 0 {
 			s.addBucket(ctx, app, pid, start, store.Usage{SwapByteSeconds: bs})
 		}
+		left -= bs
 		start = end
 	}
+}
+
+// share is total × part / whole, rounded down; part <= whole.
+func share(total uint64, part, whole time.Duration) uint64 {
+	if part >= whole {
+		return total
+	}
+	hi, lo := bits.Mul64(total, uint64(part))
+	q, _ := bits.Div64(hi, lo, uint64(whole))
+	return q
 }
 
 func later(a, b time.Time) time.Time {

@@ -101,7 +101,9 @@ func (s *Server) addSwapPeriod(ctx context.Context, app, pid string, total uint6
 		s.addBucket(ctx, app, pid, to, store.Usage{SwapByteSeconds: total})
 		return
 	}
-	if kept := to.Add(-s.cfg.UsageRetention); from.Before(kept) {
+	// Kept from the first whole bucket of the retention, which a prune
+	// running meanwhile does not take.
+	if kept := s.bucketStart(to.Add(-s.cfg.UsageRetention)).Add(s.cfg.UsageBucket); from.Before(kept) {
 		total = share(total, to.Sub(kept), period)
 		from, period = kept, to.Sub(kept)
 	}

@@ -39,11 +39,7 @@ With either: the usage in that window, widened to whole usage buckets
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(u)
-			}
-			c.printUsage(u)
-			return nil
+			return c.print(u, func(w io.Writer) { c.printUsage(w, u) })
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "start of the window: an RFC 3339 time or a duration ago (e.g. 24h)")
@@ -68,12 +64,12 @@ func timeOrAgo(flag, s string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
-func (c *cli) printUsage(u client.AppUsage) {
+func (c *cli) printUsage(w io.Writer, u client.AppUsage) {
 	const layout = "2006-01-02T15:04:05Z07:00"
 	if u.Windowed {
-		fmt.Fprintf(c.stdout, "app %s, %s to %s (%ds buckets)\n", u.App, u.Since.Format(layout), u.Until.Format(layout), u.BucketSeconds)
+		fmt.Fprintf(w, "app %s, %s to %s (%ds buckets)\n", u.App, u.Since.Format(layout), u.Until.Format(layout), u.BucketSeconds)
 	} else {
-		fmt.Fprintf(c.stdout, "app %s, totals since creation (%s) to %s\n", u.App, u.Since.Format(layout), u.Until.Format(layout))
+		fmt.Fprintf(w, "app %s, totals since creation (%s) to %s\n", u.App, u.Since.Format(layout), u.Until.Format(layout))
 	}
 	c.table("PID\tSTATUS\tINVOCATIONS\tCOMPUTE_S\tSTATE_GIB_S\tBYTES_IN\tBYTES_OUT\tSWAP_HELD\tSWAP_GIB_S", func(w io.Writer) {
 		row := func(pid, status string, f client.UsageFigures) {

@@ -31,7 +31,11 @@ const (
 	sampleProcess = `{"app":"demo","pid":"p1","status":"active","address":"127.0.0.1:4000","token":"tok","handle":"123",` +
 		`"usage":{"invocations":5,"busy_ns":1000,"bytes_in":2,"bytes_out":3},"resources":{},` +
 		`"created_at":"2026-11-22T07:00:00Z","updated_at":"2026-11-22T07:00:01Z","last_active":"2026-11-22T07:00:02Z","generation":2,"owner":"r1"}`
-	sampleKey = `{"id":"k1","app":"demo","name":"ci","created_at":"2026-11-22T07:00:00Z"}`
+	sampleKey          = `{"id":"k1","app":"demo","name":"ci","created_at":"2026-11-22T07:00:00Z"}`
+	sampleUsageFigures = `"invocations":5,"compute_seconds":0.000001,"state_gib_seconds":2,"bytes_in":2,"bytes_out":3,` +
+		`"swap_bytes_held":4096,"swap_gib_seconds":0,"compute_ns":1000,"state_byte_seconds":2147483648,"swap_byte_seconds":0`
+	sampleUsage = `{"app":"demo","since":"2026-11-22T07:00:00Z","until":"2026-11-22T08:00:00Z","bucket_seconds":60,"windowed":false,` +
+		`"totals":{` + sampleUsageFigures + `},"processes":[{"pid":"p1","status":"swapped",` + sampleUsageFigures + `}]}`
 )
 
 // Every read command prints, with --json, the API's objects with the API's
@@ -43,6 +47,7 @@ func TestReadCommandsJSON(t *testing.T) {
 		"/v1/apps/demo/processes":    `{"processes":[` + sampleProcess + `]}`,
 		"/v1/apps/demo/processes/p1": sampleProcess,
 		"/v1/apps/demo/keys":         `{"keys":[` + sampleKey + `]}`,
+		"/v1/apps/demo/usage":        sampleUsage,
 		"/v1/apps/empty/processes":   `{"processes":[]}`,
 		"/v1/apps/nothing/processes": `{}`,
 	})
@@ -56,6 +61,7 @@ func TestReadCommandsJSON(t *testing.T) {
 		{[]string{"process", "list", "demo"}, `[` + sampleProcess + `]`, "127.0.0.1:4000"},
 		{[]string{"process", "get", "demo", "p1"}, sampleProcess, "5 invocations"},
 		{[]string{"key", "list", "demo"}, `[` + sampleKey + `]`, "ci"},
+		{[]string{"usage", "demo"}, sampleUsage, "TOTAL"},
 		{[]string{"process", "list", "empty"}, `[]`, "PID"},
 		{[]string{"process", "list", "nothing"}, `[]`, "PID"},
 	}

@@ -23,7 +23,8 @@ Without --since and --until: the totals since each process was created.
 With either: the usage in that window, widened to whole usage buckets
 (deleted processes included). Each takes an RFC 3339 time
 (2026-01-02T15:04:05Z) or a duration meaning that long ago (90m, 24h).`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeArgs(argApp),
 		RunE: func(_ *cobra.Command, args []string) error {
 			now := time.Now()
 			var opts client.UsageOptions
@@ -45,6 +46,7 @@ With either: the usage in that window, widened to whole usage buckets
 	cmd.Flags().StringVar(&since, "since", "", "start of the window: an RFC 3339 time or a duration ago (e.g. 24h)")
 	cmd.Flags().StringVar(&until, "until", "", "end of the window: an RFC 3339 time or a duration ago (default: now)")
 	cmd.Flags().StringVar(&pid, "pid", "", "only this process")
+	_ = cmd.RegisterFlagCompletionFunc("pid", c.completePIDFlag)
 	return cmd
 }
 

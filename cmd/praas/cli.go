@@ -166,6 +166,11 @@ func strictUsage(cmd *cobra.Command) {
 func oneLine(err error) string {
 	var api *client.APIError
 	if errors.As(err, &api) {
+		// The control plane's message whole (a function's error may take
+		// lines), after what the command said about it, if anything.
+		if prefix, ok := strings.CutSuffix(err.Error(), api.Message); ok && !strings.Contains(prefix, "\n") {
+			return prefix + api.Message
+		}
 		return api.Message
 	}
 	s := err.Error()

@@ -95,9 +95,18 @@ func (c *cli) processCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "process", Short: "Manage the processes of an application"}
 	var pid string
 	var res resourceFlags
+	var count, parallel int
 	create := &cobra.Command{
-		Use:               "create APP",
-		Short:             "Create a process (or bring back a swapped one) and wait until it is active",
+		Use:   "create APP",
+		Short: "Create a process (or bring back a swapped one) and wait until it is active",
+		Long: `Create a process of APP, or bring back a swapped or failed one, and wait
+until it is active. --count N creates N processes, --parallel at a time:
+with --pid PREFIX they are PREFIX1 to PREFIXN, else the control plane picks
+their pids. On a terminal, stderr shows how many are done; the processes are
+printed at the end (with --json, a list when --count is given). If one
+fails, no more are started, those created are printed, and the command fails.`,
+		Example: `  praas process create demo --pid p1
+  praas process create demo --count 100 --pid w`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeArgs(argApp),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -105,17 +114,21 @@ func (c *cli) processCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := c.client().CreateProcess(c.ctx, args[0], pid, opts...)
-			if err != nil {
-				return err
+			if count < 1 || parallel < 1 {
+				return usagef(cmd, "--count and --parallel must be at least 1")
 			}
-			if c.json {
-				return c.printJSON(p)
+			if !cmd.Flags().Changed("count") {
+				p, err := c.client().CreateProcess(c.ctx, args[0], pid, opts...)
+				if err != nil {
+					return err
+				}
+				return c.print(p, func(w io.Writer) { printCreated(w, p) })
 			}
-			fmt.Fprintf(c.stdout, "process %s/%s %s at %s\n", p.App, p.PID, p.Status, p.Address)
-			return nil
+			return c.createProcesses(args[0], pid, count, parallel, opts)
 		},
 	}
+	create.Flags().IntVar(&count, "count", 1, "create this many processes (with --pid PREFIX: PREFIX1 to PREFIXN)")
+	create.Flags().IntVar(&parallel, "parallel", 8, "with --count: how many to create at a time")
 	create.Flags().StringVar(&pid, "pid", "", "the process id (default: chosen by the control plane)")
 	_ = create.RegisterFlagCompletionFunc("pid", c.completePIDFlag)
 	res.register(create, "this process, in place of its app's (kept from its creation on)")
@@ -168,15 +181,15 @@ func (c *cli) processCmd() *cobra.Command {
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeArgs(argApp, argPID),
 		RunE: func(_ *cobra.Command, args []string) error {
+			prog := c.progress(fmt.Sprintf("swapping %s/%s out", args[0], args[1]))
 			p, err := c.client().SwapProcess(c.ctx, args[0], args[1])
+			elapsed := prog.end()
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(p)
-			}
-			fmt.Fprintf(c.stdout, "process %s/%s %s\n", p.App, p.PID, p.Status)
-			return nil
+			return c.print(p, func(w io.Writer) {
+				fmt.Fprintf(w, "process %s/%s %s (%s)\n", p.App, p.PID, p.Status, elapsed.Round(time.Millisecond))
+			})
 		},
 	}
 	del := &cobra.Command{

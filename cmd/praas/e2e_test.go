@@ -216,6 +216,21 @@ func TestQuickStart(t *testing.T) {
 		}
 	}
 
+	// Bulk creation: w1 to w3, all active, and a fourth that exists fails
+	// as a conflict after the others.
+	var bulk []processJSON
+	if err := json.Unmarshal([]byte(mustPraas(t, "", "process", "create", "demo", "--count", "3", "--pid", "w", "--json")), &bulk); err != nil || len(bulk) != 3 {
+		t.Fatalf("process create --count 3 --json: %v, %+v", err, bulk)
+	}
+	for i, p := range bulk {
+		if want := fmt.Sprintf("w%d", i+1); p.PID != want || p.Status != "active" || listProcesses(t, "demo")[want].Status != "active" {
+			t.Fatalf("bulk-created process %d: %+v, want %s active", i, p, want)
+		}
+	}
+	if _, errOut, code := runCLI(t, "", "process", "create", "demo", "--count", "3", "--pid", "w", "--parallel", "1"); code != exitConflict || !strings.Contains(errOut, "0 of 3 processes created") {
+		t.Fatalf("bulk creation of existing pids: exit %d, %q", code, errOut)
+	}
+
 	// SIGTERM, then a new control plane on the same data directory.
 	cp.terminate(t)
 	if st := cp.cmd.ProcessState; st == nil || !st.Success() {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -21,8 +20,9 @@ func printCreated(w io.Writer, p client.Process) {
 // more; it prints those created, in order, and returns the failure.
 func (c *cli) createProcesses(app, prefix string, count, parallel int, opts []client.CreateOption) error {
 	cl := c.client()
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
+	// failed stops the feeding of pids; creations under way finish, as a
+	// creation cut short might still happen.
+	failed := make(chan struct{})
 	prog := c.progress(fmt.Sprintf("created 0/%d", count))
 
 	var (
@@ -42,12 +42,12 @@ func (c *cli) createProcesses(app, prefix string, count, parallel int, opts []cl
 				if prefix != "" {
 					pid = prefix + strconv.Itoa(i+1)
 				}
-				p, err := cl.CreateProcess(ctx, app, pid, opts...)
+				p, err := cl.CreateProcess(c.ctx, app, pid, opts...)
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {
 						firstErr = err
-						cancel() // start no more; those under way finish or are cut short
+						close(failed)
 					}
 				} else {
 					created[i] = &p
@@ -61,8 +61,15 @@ func (c *cli) createProcesses(app, prefix string, count, parallel int, opts []cl
 feed:
 	for i := range count {
 		select {
+		case <-failed: // before a worker that is free takes one more
+			break feed
+		default:
+		}
+		select {
 		case next <- i:
-		case <-ctx.Done():
+		case <-failed:
+			break feed
+		case <-c.ctx.Done():
 			break feed
 		}
 	}

@@ -59,18 +59,24 @@ type Usage = store.Usage
 
 // Process is a process as the API shows it.
 type Process struct {
-	App        string    `json:"app"`
-	PID        string    `json:"pid"`
-	Status     string    `json:"status"`
-	Address    string    `json:"address,omitempty"`
-	Token      string    `json:"token,omitempty"`
-	Handle     string    `json:"handle,omitempty"`   // the backend's name for it (local: the OS pid)
-	Snapshot   string    `json:"snapshot,omitempty"` // swap-store key of its last snapshot
-	Usage      Usage     `json:"usage"`
+	App      string `json:"app"`
+	PID      string `json:"pid"`
+	Status   string `json:"status"`
+	Address  string `json:"address,omitempty"`
+	Token    string `json:"token,omitempty"`
+	Handle   string `json:"handle,omitempty"`   // the backend's name for it (local: the OS pid)
+	Snapshot string `json:"snapshot,omitempty"` // swap-store key of its last snapshot
+	Usage    Usage  `json:"usage"`
+	// SnapshotBytes is the size of the snapshot Snapshot names.
+	SnapshotBytes int64 `json:"snapshot_bytes,omitempty"`
+	// SwappedAt is when the process last became swapped; zero while it is not.
+	SwappedAt  time.Time `json:"swapped_at,omitzero"`
 	Resources  Resources `json:"resources"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	LastActive time.Time `json:"last_active"`
+	// Revision grows by one on every write of the record.
+	Revision uint64 `json:"revision"`
 	// Generation counts the activations of the process: every start or
 	// restore makes a new one, and reports of older ones are refused.
 	Generation uint64 `json:"generation"`

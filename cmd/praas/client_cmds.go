@@ -166,7 +166,7 @@ fails, no more are started, those created are printed, and the command fails.`,
 				c.fields("app", p.App, "pid", p.PID, "status", p.Status,
 					"address", orDash(p.Address), "token", orDash(p.Token),
 					"generation", strconv.FormatUint(p.Generation, 10), "owner", orDash(p.Owner),
-					"handle", orDash(p.Handle), "snapshot", orDash(p.Snapshot),
+					"handle", orDash(p.Handle), "snapshot", orDash(p.Snapshot), "snapshot size", formatBytes(p.SnapshotBytes),
 					"resources", formatResources(p.Resources),
 					"usage", fmt.Sprintf("%d invocations, %s busy, %d bytes in, %d bytes out",
 						u.Invocations, time.Duration(u.BusyNanos), u.BytesIn, u.BytesOut),
@@ -188,7 +188,11 @@ fails, no more are started, those created are printed, and the command fails.`,
 				return err
 			}
 			return c.print(p, func(w io.Writer) {
-				fmt.Fprintf(w, "process %s/%s %s (%s)\n", p.App, p.PID, p.Status, elapsed.Round(time.Millisecond))
+				took := elapsed.Round(time.Millisecond).String()
+				if p.SnapshotBytes > 0 {
+					took += ", snapshot " + formatBytes(p.SnapshotBytes)
+				}
+				fmt.Fprintf(w, "process %s/%s %s (%s)\n", p.App, p.PID, p.Status, took)
 			})
 		},
 	}

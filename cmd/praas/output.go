@@ -83,3 +83,17 @@ func formatResources(r client.Resources) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// formatBytes shows a size in bytes with a binary unit: 512 B, 1.5 MiB.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

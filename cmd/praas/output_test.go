@@ -30,7 +30,8 @@ const (
 	sampleApp     = `{"name":"demo","image":"builtin","resources":{"milli_cpu":250},"epoch":3,"created_at":"2026-11-22T07:00:00Z"}`
 	sampleProcess = `{"app":"demo","pid":"p1","status":"active","address":"127.0.0.1:4000","token":"tok","handle":"123",` +
 		`"usage":{"invocations":5,"busy_ns":1000,"bytes_in":2,"bytes_out":3},"resources":{},` +
-		`"created_at":"2026-11-22T07:00:00Z","updated_at":"2026-11-22T07:00:01Z","last_active":"2026-11-22T07:00:02Z","generation":2,"owner":"r1"}`
+		`"created_at":"2026-11-22T07:00:00Z","updated_at":"2026-11-22T07:00:01Z","last_active":"2026-11-22T07:00:02Z","generation":2,"owner":"r1",` +
+		`"snapshot":"demo/p1/2","snapshot_bytes":2048,"swapped_at":"2026-11-22T07:00:03Z","revision":9}`
 	sampleKey          = `{"id":"k1","app":"demo","name":"ci","created_at":"2026-11-22T07:00:00Z"}`
 	sampleUsageFigures = `"invocations":5,"compute_seconds":0.000001,"state_gib_seconds":2,"bytes_in":2,"bytes_out":3,` +
 		`"swap_bytes_held":4096,"swap_gib_seconds":0,"compute_ns":1000,"state_byte_seconds":2147483648,"swap_byte_seconds":0`

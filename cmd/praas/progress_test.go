@@ -33,7 +33,7 @@ func startCreateServer(t *testing.T, delay time.Duration, fail string) *createSe
 		w.Header().Set("Content-Type", "application/json")
 		if strings.HasSuffix(r.URL.Path, "/swap") {
 			time.Sleep(cs.delay)
-			fmt.Fprint(w, `{"app":"demo","pid":"p1","status":"swapped","usage":{},"resources":{}}`)
+			fmt.Fprint(w, `{"app":"demo","pid":"p1","status":"swapped","snapshot_bytes":3145728,"usage":{},"resources":{}}`)
 			return
 		}
 		var req struct{ PID string }
@@ -140,7 +140,7 @@ func TestSwapProgress(t *testing.T) {
 	if code != 0 || !strings.Contains(errOut, "swapping demo/p1 out (") || !strings.HasSuffix(errOut, "\r\033[K") {
 		t.Errorf("exit %d, stderr %q; want a progress line, cleared", code, errOut)
 	}
-	if !strings.HasPrefix(out, "process demo/p1 swapped (") {
+	if !strings.HasPrefix(out, "process demo/p1 swapped (") || !strings.HasSuffix(out, ", snapshot 3.0 MiB)\n") {
 		t.Errorf("stdout %q", out)
 	}
 	if _, errOut, _ := runStderrTerminal(t, false, "process", "swap", "demo", "p1"); errOut != "" {

@@ -107,6 +107,7 @@ func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
+	s.metrics.forgetApp(app.Name)
 	s.log.Info("app deleted", "app", app.Name)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -33,9 +33,12 @@ func (s *Server) deliverMessage(ctx context.Context, app store.App, pid, src, ke
 			return err
 		}
 		if dc == nil {
-			err := s.checkBackupRoom(ctx, app.Name, pid, len(data))
+			st, err := s.checkBackupRoom(ctx, app.Name, pid, len(data))
 			if err == nil {
 				_, err = s.cfg.Metadata.AppendBackup(ctx, app.Name, pid, store.Message{Src: src, Key: key, Data: data})
+			}
+			if err == nil {
+				s.metrics.queued(app.Name, pid, st.Messages+1, st.Bytes+int64(len(data)))
 			}
 			lock.Unlock()
 			if err != nil {
@@ -73,16 +76,16 @@ const (
 // would take the backup queue of app/pid past its limits. The caller holds
 // the process's backup lock, which orders this replica's appends; another
 // replica's may slip between the check and the append.
-func (s *Server) checkBackupRoom(ctx context.Context, app, pid string, size int) error {
+func (s *Server) checkBackupRoom(ctx context.Context, app, pid string, size int) (store.QueueStats, error) {
 	st, err := s.cfg.Metadata.BackupStats(ctx, app, pid)
 	if err != nil {
-		return err
+		return st, err
 	}
 	if st.Messages >= s.cfg.MaxBackupQueue || st.Bytes+int64(size) > s.cfg.MaxBackupQueueBytes {
-		return fmt.Errorf("%w: the backup queue of %s/%s holds %d messages of %d bytes (limits %d messages, %d bytes: praas up --max-backup-queue, --max-backup-queue-bytes); try again once it is delivered",
+		return st, fmt.Errorf("%w: the backup queue of %s/%s holds %d messages of %d bytes (limits %d messages, %d bytes: praas up --max-backup-queue, --max-backup-queue-bytes); try again once it is delivered",
 			errs.ErrResourceExhausted, app, pid, st.Messages, st.Bytes, s.cfg.MaxBackupQueue, s.cfg.MaxBackupQueueBytes)
 	}
-	return nil
+	return st, nil
 }
 
 // directConn returns a data-plane connection to app/pid if messages may go
@@ -227,6 +230,7 @@ func (s *Server) deliverBackup(ctx context.Context, l *live) error {
 		}
 		s.log.Info("backup queue delivered", "app", l.app, "pid", l.pid, "messages", sent)
 	}
+	s.metrics.delivered(l.app, l.pid)
 	l.direct = true
 	return nil
 }
@@ -385,8 +389,10 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if rep.Final && isLive {
+		l.keepReport(rep.Metrics)
 		l.mu.Lock()
 		l.swapped = true
+		l.finalBytes = rep.Bytes
 		l.mu.Unlock()
 	}
 	w.WriteHeader(http.StatusOK)

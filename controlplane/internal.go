@@ -42,6 +42,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
 		l.addr = reg.Address
 		l.lastBeat = time.Now()
+		l.restoredBytes = reg.RestoredBytes
 		l.mu.Unlock()
 		select {
 		case <-l.registered:
@@ -218,6 +219,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.metrics.heartbeats.Inc()
+	l.keepReport(hb.Metrics)
 	now := time.Now()
 	l.mu.Lock()
 	l.lastBeat = now

@@ -39,6 +39,11 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
+	began := time.Now()
+	defer func() {
+		s.metrics.restInvocations.WithLabelValues(app.Name, outcome(err)).Inc()
+		s.metrics.restLatency.WithLabelValues(app.Name).Observe(time.Since(began).Seconds())
+	}()
 	pid := r.URL.Query().Get("pid")
 	var out []byte
 	var t target

@@ -37,8 +37,10 @@ func (s *Server) renewLease(ctx context.Context) error {
 	now := time.Now()
 	r := store.Replica{ID: s.id, URL: s.cfg.URL, Started: s.started, Expires: now.Add(s.cfg.LeaseTTL)}
 	if err := s.cfg.Metadata.PutReplica(ctx, r); err != nil {
+		s.metrics.leaseRenewals.WithLabelValues("failed").Inc()
 		return err
 	}
+	s.metrics.leaseRenewals.WithLabelValues("ok").Inc()
 	s.leaseUntil.Store(now.Add(s.cfg.LeaseTTL).UnixNano())
 	return nil
 }
@@ -182,7 +184,7 @@ func (s *Server) dropAll(why string) {
 		s.log.Warn("dropping ownership of every process", "reason", why, "processes", len(all))
 	}
 	for _, l := range all {
-		s.forget(l)
+		s.forgetAs(l, false) // the processes go on, counted by their next owner
 	}
 }
 
@@ -298,6 +300,7 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 		}
 		l := s.adopt(app, stored, h)
 		if l != nil {
+			s.metrics.takeovers.Inc()
 			s.log.Info("process taken over", "app", rec.App, "pid", rec.PID, "generation", rec.Generation)
 			s.goBackground(func(ctx context.Context) { s.tellOwner(ctx, l) })
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -53,6 +54,13 @@ type live struct {
 	stopping   bool
 	swapped    bool // the process reported its final snapshot
 	conn       *client.DataConn
+	// report is the generation's latest metrics report (see metrics.go);
+	// once reportsEnded, the control plane has retired it and takes no more.
+	report       *procmetrics.Report
+	reportsEnded bool
+	// finalBytes is the size of the final snapshot; restoredBytes that of
+	// the snapshot the process restored at start.
+	finalBytes, restoredBytes int64
 }
 
 func liveKey(app, pid string) string { return app + "/" + pid }
@@ -264,6 +272,7 @@ func (s *Server) start(app store.App, l *live, rec store.Process) {
 }
 
 func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec store.Process) error {
+	began := time.Now()
 	// The lease: owner and a new generation, in one compare-and-set on the
 	// record as claim read it. A replica that raced us wins or loses here.
 	// A swapped record's swap period ends here (writeRecord).
@@ -349,6 +358,14 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 		return err
 	}
 	s.bumpEpoch(ctx, app.Name)
+	if rec.Snapshot != "" && s.cfg.Swap != nil {
+		l.mu.Lock()
+		restored := l.restoredBytes
+		l.mu.Unlock()
+		s.metrics.swapIns.WithLabelValues(app.Name).Inc()
+		s.metrics.swapInSeconds.WithLabelValues(app.Name).Observe(time.Since(began).Seconds())
+		s.metrics.swapInBytes.WithLabelValues(app.Name).Add(float64(restored))
+	}
 	s.log.Info("process active", "app", app.Name, "pid", l.pid, "generation", l.gen, "addr", addr, "handle", h.ID)
 	return nil
 }
@@ -437,12 +454,29 @@ func (s *Server) shuttingDown() bool {
 }
 
 // forget removes l from the live set if it is still the entry for its key.
-func (s *Server) forget(l *live) {
+// The generation has ended: its metrics join its app's retired totals.
+func (s *Server) forget(l *live) { s.forgetAs(l, true) }
+
+// forgetAs removes l from the live set; ended says the generation is over
+// (not handed to another replica, which goes on counting its metrics).
+func (s *Server) forgetAs(l *live, ended bool) {
+	// Under metrics.mu, so that no scrape sees the generation's counts
+	// neither live nor retired, nor both.
+	s.metrics.mu.Lock()
 	s.mu.Lock()
 	if s.live[liveKey(l.app, l.pid)] == l {
 		delete(s.live, liveKey(l.app, l.pid))
 	}
 	s.mu.Unlock()
+	l.mu.Lock()
+	rep := l.report
+	done := l.reportsEnded
+	l.report, l.reportsEnded = nil, true
+	l.mu.Unlock()
+	if ended && !done {
+		s.metrics.retireLocked(l.app, rep)
+	}
+	s.metrics.mu.Unlock()
 	l.closeConn()
 	l.goneOnce.Do(func() { close(l.gone) })
 }
@@ -526,7 +560,7 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 		cancel()
 	}
 	l.mu.Lock()
-	swapped := l.swapped
+	swapped, finalBytes := l.swapped, l.finalBytes
 	l.mu.Unlock()
 	status := store.StatusSwapped
 	if !swapped {
@@ -537,6 +571,11 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 	}
 	s.endRecord(ctx, l, status)
 	s.forget(l)
+	s.metrics.swapOuts.WithLabelValues(l.app, status).Inc()
+	s.metrics.swapOutSeconds.WithLabelValues(l.app).Observe(time.Since(start).Seconds())
+	if swapped {
+		s.metrics.swapOutBytes.WithLabelValues(l.app).Add(float64(finalBytes))
+	}
 	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "generation", l.gen, "status", status, "took", time.Since(start))
 	return err
 }

@@ -250,7 +250,9 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	if err := s.deliverMessage(r.Context(), app, p.PID, "", r.PathValue("key"), data); err != nil {
+	err = s.deliverMessage(r.Context(), app, p.PID, "", r.PathValue("key"), data)
+	s.metrics.restMessages.WithLabelValues(app.Name, outcome(err)).Inc()
+	if err != nil {
 		writeError(w, s.log, err)
 		return
 	}

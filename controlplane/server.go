@@ -104,6 +104,9 @@ type Config struct {
 	// DefaultUsageRetention); older ones are deleted as new ones are
 	// written.
 	UsageRetention time.Duration
+	// MetricsPublic serves GET /metrics without authentication; otherwise
+	// a scrape needs an admin key, as the rest of the API (see metrics.go).
+	MetricsPublic bool
 }
 
 func (c *Config) setDefaults() {
@@ -173,8 +176,8 @@ func (c *Config) Validate() error {
 
 // Server is a control plane.
 //
-// Lock order: a process's backup lock (backup.go), then Server.mu, then a
-// live's mu, then an appWatch's mu. No lock is held across a store call or
+// Lock order: a process's backup lock (backup.go), then metrics.mu
+// (metrics.go), then Server.mu, then a live's mu, then an appWatch's mu. No lock is held across a store call or
 // network I/O except the backup lock, which orders a process's backup queue.
 type Server struct {
 	cfg Config
@@ -221,6 +224,8 @@ type Server struct {
 	// prunedAt is the start of the usage bucket (unix nanos) in which this
 	// replica last pruned usage past its retention (see usage.go).
 	prunedAt atomic.Int64
+
+	metrics *serverMetrics // see metrics.go
 }
 
 // New returns a control plane; serve it with Run.
@@ -240,6 +245,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.metrics = newServerMetrics(s)
 	s.routes()
 	return s, nil
 }
@@ -314,6 +320,11 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /v1/keys/{id}", s.authed(adminOnly, s.revokeKey))
 	m.HandleFunc("POST /v1/keys/{id}/rotate", s.authed(adminOnly, s.rotateKey))
 	m.HandleFunc("GET /v1/ca", s.authed(anyCaller, s.getCA))
+	if s.cfg.MetricsPublic {
+		m.Handle("GET /metrics", s.serveMetrics())
+	} else {
+		m.HandleFunc("GET /metrics", s.authed(adminOnly, s.serveMetrics().ServeHTTP))
+	}
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	s.internalRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

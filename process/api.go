@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/procmetrics"
 )
 
 // Special process ids for Send, Recv and Invoke.
@@ -76,7 +77,13 @@ func (p *Process) Invoke(ctx context.Context, dest, function string, input []byt
 			// The callee was not started by the caller's messages.
 			ctx = context.WithValue(ctx, triggeredKey{}, (*triggeredBy)(nil))
 		}
-		return p.rt.call(ctx, fn, input)
+		if p.rt.metrics.off {
+			return p.rt.call(ctx, fn, input)
+		}
+		start := time.Now()
+		out, err := p.rt.call(ctx, fn, input)
+		p.rt.metrics.record(fn, procmetrics.Local, time.Since(start), err)
+		return out, err
 	}
 	return p.rt.remoteInvoke(ctx, dest, function, input)
 }

@@ -29,6 +29,10 @@ type Function struct {
 	// BorrowsInput: the function keeps no reference to its input after it
 	// returns, so the input's memory is reused (see BorrowInput).
 	BorrowsInput bool
+
+	// index numbers the function in its image: the runtime finds its
+	// metrics by it (see metrics.go).
+	index int
 }
 
 // BorrowInput declares that the function only borrows its input: it keeps
@@ -103,6 +107,7 @@ func (im *Image) Register(name string, h Handler, opts ...Option) {
 	if _, dup := im.funcs[name]; dup {
 		panic(fmt.Sprintf("praas: function %q registered twice", name))
 	}
+	f.index = len(im.funcs)
 	im.funcs[name] = f
 }
 

@@ -28,7 +28,8 @@ var httpClient = &http.Client{Timeout: 10 * time.Second}
 // others it knows of, so a replica that takes the process over (or a
 // restarted control plane) finds it again.
 func (rt *Runtime) report(ctx context.Context) error {
-	reg := cpapi.Register{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Address: rt.addr}
+	reg := cpapi.Register{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Address: rt.addr,
+		RestoredBytes: rt.restoredBytes}
 	registered := false
 	lastContact := time.Now()
 	tick := time.NewTicker(rt.cfg.Heartbeat)
@@ -46,7 +47,7 @@ func (rt *Runtime) report(ctx context.Context) error {
 		} else {
 			hb := cpapi.Heartbeat{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation,
 				Usage: rt.usage(), IdleNanos: int64(rt.idleFor()), OrphanNanos: int64(rt.orphanWindow()),
-				CertNotAfter: rt.certNotAfter()}
+				CertNotAfter: rt.certNotAfter(), Metrics: rt.metricsReport()}
 			err = rt.post(ctx, cpapi.PathHeartbeat, hb, &reply)
 			if errors.Is(err, errUnknownInstance) {
 				registered = false // the control plane lost us: register again now

@@ -121,6 +121,9 @@ type Config struct {
 	// ControlPlaneTLS, if set, is the TLS client configuration of calls to
 	// https:// control planes (trusting the CA that signed their certificates).
 	ControlPlaneTLS *tls.Config
+	// NoMetrics turns the invocation metrics off (see metrics.go): nothing
+	// is counted on the invocation path and reports carry none.
+	NoMetrics bool
 }
 
 func (c *Config) setDefaults() {
@@ -235,6 +238,13 @@ func ConfigFromEnv() (Config, error) {
 		}
 	}
 	c.RestoreKey = os.Getenv(cpapi.EnvRestore)
+	if v := os.Getenv(cpapi.EnvMetrics); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", cpapi.EnvMetrics, err)
+		}
+		c.NoMetrics = !on
+	}
 	if err := tlsFromEnv(&c); err != nil {
 		return c, err
 	}
@@ -326,6 +336,11 @@ type Runtime struct {
 
 	// mutations counts changes to durable state, so checkpoints skip idle periods.
 	mutations atomic.Uint64
+
+	metrics runtimeMetrics
+	// restoredBytes is the size of the snapshot restored at start (set
+	// before serving), reported at registration.
+	restoredBytes int64
 }
 
 // New prepares a runtime; Run starts it.
@@ -346,6 +361,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 		conns:    make(map[*serverConn]struct{}),
 	}
 	rt.proc = &Process{rt: rt}
+	rt.metrics.off = cfg.NoMetrics
 	rt.members.init()
 	rt.watchdog.init(rt)
 	rt.peers.conns = make(map[string]*client.DataConn)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/names"
+	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/wire"
 )
@@ -77,6 +78,9 @@ type serverConn struct {
 	room  sync.Cond
 
 	inline atomic.Pointer[reader] // the reader running an invocation inline, if any
+	// path is how invocations on this connection count in the metrics:
+	// from the control plane, a peer process or a client (set at hello).
+	path procmetrics.Path
 }
 
 // tracked is an invocation that later ones on the connection may wait for.
@@ -243,6 +247,14 @@ func (c *serverConn) handshake() error {
 	}
 	// The token is checked once, here: a connection may outlive it.
 	c.claims = claims
+	switch {
+	case claims.Ops.Has(token.OpRelay): // only the control plane's tokens relay
+		c.path = procmetrics.ControlPlane
+	case claims.Sub != "":
+		c.path = procmetrics.Remote
+	default:
+		c.path = procmetrics.DataPlane
+	}
 	w := wire.Welcome{Version: min(h.Version, wire.Version), App: cfg.App, PID: cfg.PID}
 	return c.w.WriteFrame(wire.FrameWelcome, 0, w.Encode(), nil)
 }
@@ -399,20 +411,25 @@ func (c *serverConn) run(ctx context.Context, fn *Function, input []byte, after 
 	defer c.rt.inflight.Done()
 	if len(after) > 0 {
 		Blocking(ctx)
+		c.rt.metrics.queued.Add(1)
+		for _, ch := range after {
+			<-ch
+		}
+		c.rt.metrics.queued.Add(-1)
 	}
-	for _, ch := range after {
-		<-ch
-	}
-	return c.rt.execute(ctx, fn, input)
+	return c.rt.execute(ctx, fn, input, c.path)
 }
 
-// execute runs one invocation under the concurrency limit, with accounting.
-func (rt *Runtime) execute(ctx context.Context, fn *Function, input []byte) ([]byte, error) {
+// execute runs one invocation that came by path under the concurrency
+// limit, with accounting.
+func (rt *Runtime) execute(ctx context.Context, fn *Function, input []byte, path procmetrics.Path) ([]byte, error) {
 	select {
 	case rt.sem <- struct{}{}:
 	default:
 		Blocking(ctx) // wait for a slot without holding up the connection
+		rt.metrics.queued.Add(1)
 		rt.sem <- struct{}{}
+		rt.metrics.queued.Add(-1)
 	}
 	defer func() { <-rt.sem }()
 	rt.running.Add(1)
@@ -425,6 +442,9 @@ func (rt *Runtime) execute(ctx context.Context, fn *Function, input []byte) ([]b
 	rt.busyNanos.Add(uint64(end.Sub(start)))
 	rt.bytesIn.Add(uint64(len(input)))
 	rt.bytesOut.Add(uint64(len(out)))
+	if !rt.metrics.off {
+		rt.metrics.record(fn, path, end.Sub(start), err)
+	}
 	return out, err
 }
 

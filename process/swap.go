@@ -96,7 +96,8 @@ func (rt *Runtime) saveSnapshot(ctx context.Context, final, report bool) error {
 		// Read now, not at capture: a final snapshot follows the drain, so
 		// this is the generation's total.
 		u := rt.usage()
-		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final, Usage: &u, Queued: d.Queued}
+		rep := cpapi.Snapshot{App: rt.cfg.App, PID: rt.cfg.PID, Generation: rt.cfg.Generation, Key: key, Bytes: size, Final: final, Usage: &u, Queued: d.Queued,
+			Metrics: rt.metricsReport()}
 		if err := rt.reportSnapshot(ctx, rep); err != nil {
 			if errors.Is(err, errRetired) {
 				// A newer generation runs: this snapshot must never be
@@ -120,7 +121,9 @@ func (rt *Runtime) restore(ctx context.Context, key string) error {
 		if sb, ok := r.(sizedBody); ok {
 			size = sb.size
 		}
-		d, err = readSnapshotSized(r, size)
+		cr := &countingReader{r: r}
+		d, err = readSnapshotSized(cr, size)
+		rt.restoredBytes = cr.n
 		return err
 	}
 	var err error
@@ -393,6 +396,18 @@ type countingWriter struct {
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"sync"
+
+	"github.com/praas-dev/praas/internal/procmetrics"
 )
 
 // triggers buffers messages for multi-source and batch functions until
@@ -80,6 +82,7 @@ func (rt *Runtime) deliver(m Message, limited bool, queued uint64) (func(context
 		}
 		rt.mailbox.mu.Unlock()
 		rt.triggers.mu.Unlock()
+		rt.metrics.backupDelivered.Add(1)
 		return rt.triggerRun(fn, invKey, batch), nil
 	}
 	if !triggered {
@@ -136,7 +139,7 @@ func (rt *Runtime) triggerRun(fn *Function, invKey string, batch []Message) func
 	return func(ctx context.Context) {
 		defer rt.inflight.Done()
 		tctx := context.WithValue(ctx, triggeredKey{}, &triggeredBy{key: invKey, msgs: batch})
-		if _, err := rt.execute(tctx, fn, input); err != nil {
+		if _, err := rt.execute(tctx, fn, input, procmetrics.Triggered); err != nil {
 			rt.log.Warn("triggered invocation failed", "function", fn.Name, "key", invKey, "err", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/internal/names"
+	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -82,6 +83,9 @@ const (
 	EnvRestore              = "PRAAS_RESTORE"   // swap-store key of the snapshot to restore before serving
 	EnvCheckpoint           = "PRAAS_CHECKPOINT_INTERVAL"
 	EnvOrphanTimeout        = "PRAAS_ORPHAN_TIMEOUT" // a time.Duration
+	// EnvMetrics "false" turns the runtime's invocation metrics off
+	// (praas up --metrics=false); they are on by default.
+	EnvMetrics = "PRAAS_METRICS"
 
 	// TLS (see docs/security.md). EnvTLSCA is the PEM of the CA that signed
 	// the control planes' certificates, to reach their https:// URLs;
@@ -114,6 +118,9 @@ type Register struct {
 	PID        string `json:"pid"`
 	Generation uint64 `json:"generation"` // reports of older generations are refused
 	Address    string `json:"address"`
+	// RestoredBytes is the size of the snapshot the runtime restored
+	// before serving (0 for none), for the swap-in metrics.
+	RestoredBytes int64 `json:"restored_bytes,omitempty"`
 }
 
 // Heartbeat reports liveness and cumulative usage since the start.
@@ -132,6 +139,9 @@ type Heartbeat struct {
 	// CertNotAfter is when the runtime's data-plane certificate expires
 	// (unix seconds; 0 without TLS): the reply renews it past half its life.
 	CertNotAfter int64 `json:"cert_not_after,omitempty"`
+	// Metrics are the generation's invocation counters and gauges, for the
+	// control plane's Prometheus endpoint; nil with metrics off.
+	Metrics *procmetrics.Report `json:"metrics,omitempty"`
 }
 
 // HeartbeatReply tells the runtime the current epoch; Membership is set when
@@ -221,6 +231,9 @@ type Snapshot struct {
 	// messages stay queued, so a crash that restores an older snapshot gets
 	// them again (and drops those it holds).
 	Queued uint64 `json:"queued,omitempty"`
+	// Metrics, as in Heartbeat: the final report's are the generation's
+	// totals, so nothing after the last heartbeat is lost at a swap-out.
+	Metrics *procmetrics.Report `json:"metrics,omitempty"`
 }
 
 // SnapshotKey is where the seq-th snapshot that generation gen of app/pid

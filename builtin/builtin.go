@@ -27,6 +27,7 @@ func Image() *process.Image {
 	im.Register("state-set", stateSet)
 	im.Register("state-get", stateGet)
 	im.Register("send", send)
+	im.Register("call", call)
 	im.Register("recv", recv)
 	im.Register("sum", sum, process.MultiSource(3))
 	im.Register("members", members)
@@ -87,6 +88,20 @@ func send(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
 		data = []byte(fields[2])
 	}
 	return nil, p.Send(ctx, fields[0], fields[1], data)
+}
+
+// call invokes FUNCTION in process PID ("@self" for this one, without the
+// network) with INPUT and returns its result; input "PID FUNCTION INPUT...".
+func call(ctx context.Context, p *process.Process, in []byte) ([]byte, error) {
+	fields := strings.SplitN(string(in), " ", 3)
+	if len(fields) < 2 || fields[0] == "" || fields[1] == "" {
+		return nil, fmt.Errorf("%w: call expects PID FUNCTION INPUT", errs.ErrInvalidArgument)
+	}
+	var input []byte
+	if len(fields) == 3 {
+		input = []byte(fields[2])
+	}
+	return p.Invoke(ctx, fields[0], fields[1], input)
 }
 
 // anyAlias is accepted by recv as the source for "any source", besides the

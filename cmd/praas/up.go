@@ -71,6 +71,8 @@ type upConfig struct {
 	adminKey             string
 	signingKey           string
 	noAuth               bool
+	metrics              bool
+	metricsPublic        bool
 	tlsCert              string
 	tlsKey               string
 	tlsCA                string
@@ -134,6 +136,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.StringVar(&cfg.url, "url", "", "URL where processes and other replicas reach this control plane (default: http://LISTEN, https:// with --tls-cert)")
 	f.DurationVar(&cfg.orphanTimeout, "orphan-timeout", envDuration(cpapi.EnvOrphanTimeout, 5*time.Minute), "how long a process keeps serving while no control plane answers before it swaps itself out (default from $"+cpapi.EnvOrphanTimeout+")")
 	f.StringVar(&cfg.adminKey, "admin-key", os.Getenv("PRAAS_ADMIN_KEY"), "an admin API key (praas_ID_SECRET) to accept, stored hashed (default $PRAAS_ADMIN_KEY; without one, the first start makes one up and shows it once)")
+	f.BoolVar(&cfg.metrics, "metrics", true, "processes count their invocations for GET /metrics (false: they count nothing, and /metrics has only the control plane's own series)")
+	f.BoolVar(&cfg.metricsPublic, "metrics-public", false, "serve GET /metrics without an admin key, for a Prometheus on a trusted network")
 	f.BoolVar(&cfg.noAuth, "no-auth", false, "serve the REST API without authentication: anyone who reaches it is an admin (trusted networks and tests only)")
 	f.StringVar(&cfg.signingKey, "signing-key", "", "file of the Ed25519 key that signs process credentials and data-plane tokens, PEM or raw; made (mode 0600) on first start if absent. Replicas sharing a metadata store must share it (default: --data/signing.key)")
 	f.StringVar(&cfg.tlsCert, "tls-cert", "", "PEM certificate (chain) of the REST and internal API: with --tls-key, both planes use TLS (see docs/security.md)")
@@ -275,6 +279,7 @@ func (c *cli) up(cfg upConfig) error {
 	cp, err := controlplane.New(controlplane.Config{
 		TLS:                 tlsCfg,
 		NoAuth:              cfg.noAuth,
+		MetricsPublic:       cfg.metricsPublic,
 		SigningKey:          signingKey,
 		ReplicaID:           replicaID,
 		LeaseTTL:            cfg.leaseTTL,
@@ -305,6 +310,7 @@ func (c *cli) up(cfg upConfig) error {
 			cpapi.EnvWriteTimeout + "=" + cfg.writeTimeout.String(),
 			cpapi.EnvCheckpoint + "=" + cfg.checkpoint.String(),
 			cpapi.EnvOrphanTimeout + "=" + cfg.orphanTimeout.String(),
+			cpapi.EnvMetrics + "=" + strconv.FormatBool(cfg.metrics),
 		},
 	})
 	if err != nil {

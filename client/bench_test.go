@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -17,7 +18,11 @@ func benchConn(b *testing.B) *client.DataConn { return benchConnTLS(b, false) }
 
 // benchConnTLS is benchConn, over TLS if withTLS (a certificate of a test
 // CA, as the control plane issues processes).
-func benchConnTLS(b *testing.B, withTLS bool) *client.DataConn {
+func benchConnTLS(b *testing.B, withTLS bool) *client.DataConn { return benchConnWith(b, withTLS, nil) }
+
+// benchConnWith is benchConnTLS with the runtime's configuration changed
+// by configure, if not nil.
+func benchConnWith(b *testing.B, withTLS bool, configure func(*process.Config)) *client.DataConn {
 	b.Helper()
 	im := process.NewImage()
 	im.Register("echo", func(_ context.Context, _ *process.Process, in []byte) ([]byte, error) { return in, nil })
@@ -27,6 +32,9 @@ func benchConnTLS(b *testing.B, withTLS bool) *client.DataConn {
 	var opt client.DialOptions
 	if withTLS {
 		cfg.TLS, opt.TLS = testTLS(b)
+	}
+	if configure != nil {
+		configure(&cfg)
 	}
 	rt, err := process.New(cfg, im)
 	if err != nil {
@@ -55,6 +63,26 @@ func benchConnTLS(b *testing.B, withTLS bool) *client.DataConn {
 // BenchmarkDataPlaneInvoke is one no-op invocation round trip over loopback
 // TCP, client and process runtime in one OS process.
 func BenchmarkDataPlaneInvoke(b *testing.B) { benchmarkInvoke(b, false) }
+
+// BenchmarkDataPlaneInvokeMetrics is the 1 KiB BenchmarkDataPlaneInvoke
+// with the runtime's invocation metrics on and off (praas up --metrics), to
+// compare with benchstat -col /metrics.
+func BenchmarkDataPlaneInvokeMetrics(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("metrics=%v", on), func(b *testing.B) {
+			dc := benchConnWith(b, false, func(c *process.Config) { c.NoMetrics = !on })
+			ctx := context.Background()
+			in := make([]byte, 1<<10)
+			b.SetBytes(int64(2 * len(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if out, err := dc.Invoke(ctx, "echo", in); err != nil || len(out) != len(in) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
 
 // BenchmarkDataPlaneInvokeTLS is BenchmarkDataPlaneInvoke over TLS 1.3, as
 // processes serve when the control plane runs with --tls-cert.

@@ -16,6 +16,7 @@ import (
 	"github.com/praas-dev/praas/backend"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -33,6 +34,9 @@ type fakeBackend struct {
 	starts  []backend.Spec
 	kills   int
 	noStart bool // Start's process exits before it registers
+	// metrics, if set, is the metrics report a process of a generation
+	// sends in its heartbeats and final snapshot report.
+	metrics func(gen uint64) *procmetrics.Report
 	stuck   bool // Start's process never runs its runtime (a pod whose image does not pull) until killed
 }
 
@@ -120,7 +124,7 @@ func (p *fakeProc) run(b *fakeBackend) {
 				b.t.Errorf("fake process: write snapshot: %v", err)
 				return
 			}
-			post(cpapi.PathSnapshot, cpapi.Snapshot{App: app, PID: pid, Generation: gen, Key: key, Final: true})
+			post(cpapi.PathSnapshot, cpapi.Snapshot{App: app, PID: pid, Generation: gen, Key: key, Final: true, Metrics: b.report(gen)})
 			return
 		case <-tick.C:
 			select {
@@ -128,11 +132,23 @@ func (p *fakeProc) run(b *fakeBackend) {
 				continue
 			default:
 			}
-			if post(cpapi.PathHeartbeat, cpapi.Heartbeat{App: app, PID: pid, Generation: gen}) == http.StatusGone {
+			if post(cpapi.PathHeartbeat, cpapi.Heartbeat{App: app, PID: pid, Generation: gen, Metrics: b.report(gen)}) == http.StatusGone {
 				return
 			}
 		}
 	}
+}
+
+// report is what the fake process of generation gen reports; nil without
+// b.metrics.
+func (b *fakeBackend) report(gen uint64) *procmetrics.Report {
+	b.mu.Lock()
+	f := b.metrics
+	b.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f(gen)
 }
 
 func (b *fakeBackend) proc(h backend.Handle) *fakeProc {

@@ -177,8 +177,9 @@ func (c *Config) Validate() error {
 // Server is a control plane.
 //
 // Lock order: a process's backup lock (backup.go), then metrics.mu
-// (metrics.go), then Server.mu, then a live's mu, then an appWatch's mu. No lock is held across a store call or
-// network I/O except the backup lock, which orders a process's backup queue.
+// (metrics.go), then Server.mu, then a live's mu, then an appWatch's mu. No
+// lock is held across a store call or network I/O except the backup lock,
+// which orders a process's backup queue.
 type Server struct {
 	cfg Config
 	log *slog.Logger

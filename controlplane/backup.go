@@ -359,7 +359,7 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 		p.Snapshot, p.SnapshotBytes = rep.Key, rep.Bytes
 		if isLive && p.Owner == s.id {
 			l.mu.Lock()
-			p.Usage = l.usage
+			p.Usage = p.Usage.Max(l.usage)
 			l.mu.Unlock()
 		}
 		p.UpdatedAt = time.Now()

@@ -275,13 +275,14 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 	began := time.Now()
 	// The lease: owner and a new generation, in one compare-and-set on the
 	// record as claim read it. A replica that raced us wins or loses here.
-	// A swapped record's swap period ends here (writeRecord).
 	before := rec
 	rec.Owner = s.id
 	rec.Generation = l.gen
 	rec.Status = store.StatusAllocating
 	rec.Address = ""
 	rec.UpdatedAt = time.Now()
+	trackSwap(&rec, rec.UpdatedAt) // the swap period ends here, and is the past's
+	rec.UsageBase = rec.Usage
 	rec, err := s.writeRecord(ctx, before, rec)
 	if errs.CodeOf(err) == errs.FailedPrecondition {
 		return errTakenMeanwhile
@@ -290,7 +291,7 @@ func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec s
 		return err
 	}
 	l.mu.Lock()
-	l.base, l.usage = rec.Usage, rec.Usage
+	l.base, l.usage = rec.UsageBase, rec.Usage
 	l.mu.Unlock()
 	res := app.Resources
 	if rec.Resources != (store.Resources{}) {
@@ -422,7 +423,9 @@ func (s *Server) adopt(app store.App, rec store.Process, h backend.Handle) *live
 	l.addr = rec.Address
 	l.handle = h
 	l.lastBeat = time.Now()
-	l.base, l.usage = rec.Usage, rec.Usage
+	// What the generation reported to the replica before is in rec.Usage
+	// already; what it reports is cumulative since its start.
+	l.base, l.usage = rec.UsageBase, rec.Usage
 	close(l.registered)
 	close(l.ready)
 	s.mu.Lock()
@@ -496,7 +499,7 @@ func (s *Server) updateOwned(ctx context.Context, l *live, change func(*store.Pr
 			return errTakenMeanwhile
 		}
 		l.mu.Lock()
-		p.Usage = l.usage
+		p.Usage = p.Usage.Max(l.usage) // never back: the buckets count increases
 		l.mu.Unlock()
 		change(p)
 		p.UpdatedAt = time.Now()

@@ -84,6 +84,10 @@ type Process struct {
 	Handle   string `json:"handle,omitempty"`   // backend-specific (OS pid, pod name)
 	Snapshot string `json:"snapshot,omitempty"` // swap-store key of the last snapshot
 	Usage    Usage  `json:"usage"`
+	// UsageBase is the part of Usage that earlier generations did: a
+	// replica that adopts the running generation adds what it reports to
+	// this, not to Usage, which may hold some of it already.
+	UsageBase Usage `json:"usage_base"`
 	// SnapshotBytes is the size of the snapshot named by Snapshot.
 	SnapshotBytes int64 `json:"snapshot_bytes,omitempty"`
 	// SwappedAt is when the process last became swapped; zero while it is

@@ -88,7 +88,36 @@ func TestUsageEqualsWhatProcessesDid(t *testing.T) {
 	waitFor(t, 10*time.Second, "usage of the running process", func() bool {
 		return usage(client.UsageOptions{}).Totals.Invocations == invocations
 	})
-	time.Sleep(300 * time.Millisecond) // some memory-time to measure
+
+	// The control plane crashes once a heartbeat wrote some of the running
+	// generation's usage into the record; the next one adopts the process
+	// and must not count that part twice.
+	time.Sleep(1500 * time.Millisecond)
+	if err := cp.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-cp.exited
+	cp = startControlPlane(t, data, flags...)
+	c = testClient()
+	defer c.Close()
+	waitFor(t, 20*time.Second, "the adopted process's usage", func() bool {
+		return usage(client.UsageOptions{}).Totals.Invocations >= invocations
+	})
+	in := []byte("after the crash")
+	out, err = c.Invoke(ctx, app, pid, "echo", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count(in, out)
+	waitFor(t, 10*time.Second, "usage after the adoption", func() bool {
+		return usage(client.UsageOptions{}).Totals.Invocations >= invocations
+	})
+	if got := usage(client.UsageOptions{}).Totals; got.Invocations != invocations || got.BytesIn != bytesIn {
+		t.Fatalf("after the adoption: %d invocations and %d bytes in, want %d and %d", got.Invocations, got.BytesIn, invocations, bytesIn)
+	}
+	if h := processStatus(t, app, pid).Generation; h != 1 {
+		t.Fatalf("p1 is generation %d after the crash, want the adopted 1", h)
+	}
 	swapStart := time.Now()
 	if _, err := c.SwapProcess(ctx, app, pid); err != nil {
 		t.Fatal(err)

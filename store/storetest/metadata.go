@@ -119,6 +119,7 @@ func newProcess(app, pid string) store.Process {
 		App: app, PID: pid, Status: store.StatusActive,
 		Address: "127.0.0.1:4000", Handle: "1234", Snapshot: app + "/" + pid + "/1",
 		Usage:         store.Usage{Invocations: 3, BusyNanos: 4e9, BytesIn: 10, BytesOut: 20, StateByteSeconds: 1 << 40, SwapByteSeconds: 7},
+		UsageBase:     store.Usage{Invocations: 1, BytesOut: 2, SwapByteSeconds: 3},
 		SnapshotBytes: 4096, SwappedAt: t0.Add(-3e9),
 		CreatedAt: t0, UpdatedAt: t0.Add(1e9), LastActive: t0.Add(2e9),
 		Revision: 1, Generation: 3, Owner: "cp-" + pid,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -109,6 +110,8 @@ https:// endpoint's certificate is checked against $PRAAS_CA (--ca) if set.`,
 		var usage *usageError
 		if errors.As(err, &usage) {
 			fmt.Fprintf(c.stderr, "praas: %s (see %s --help)\n", oneLine(err), usage.cmd)
+		} else if errors.Is(err, syscall.ECONNREFUSED) {
+			fmt.Fprintf(c.stderr, "praas: no control plane at %s: connection refused (is praas up running? $%s names another)\n", endpoint(), EnvEndpoint)
 		} else {
 			fmt.Fprintln(c.stderr, "praas:", oneLine(err))
 		}

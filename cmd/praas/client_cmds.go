@@ -83,7 +83,7 @@ func (c *cli) appCmd() *cobra.Command {
 			if err := c.client().DeleteApp(c.ctx, args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "app %s deleted\n", args[0])
+			c.say("app %s deleted", args[0])
 			return nil
 		},
 	}
@@ -205,7 +205,7 @@ fails, no more are started, those created are printed, and the command fails.`,
 			if err := c.client().DeleteProcess(c.ctx, args[0], args[1]); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "process %s/%s deleted\n", args[0], args[1])
+			c.say("process %s/%s deleted", args[0], args[1])
 			return nil
 		},
 	}

@@ -233,7 +233,7 @@ key (--admin) acts on everything. A key's token is shown once, when it is made.`
 			if err := c.client().RevokeKey(c.ctx, app, id); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "key %s revoked\n", id)
+			c.say("key %s revoked", id)
 			return nil
 		},
 	}

@@ -84,8 +84,9 @@ func TestExitCodes(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		t.Setenv(EnvEndpoint, "http://"+addr)
-		if _, errOut, code := runTerm(t, untouchedStdin{t}, false, "app", "list"); code != exitRetryable {
-			t.Errorf("exit %d (stderr %q), want %d", code, errOut, exitRetryable)
+		if _, errOut, code := runTerm(t, untouchedStdin{t}, false, "app", "list"); code != exitRetryable ||
+			errOut != "praas: no control plane at http://"+addr+": connection refused (is praas up running? $PRAAS_ENDPOINT names another)\n" {
+			t.Errorf("exit %d (stderr %q), want %d and where it looked", code, errOut, exitRetryable)
 		}
 	})
 }

@@ -30,6 +30,15 @@ func (c *cli) print(v any, human func(w io.Writer)) error {
 	return nil
 }
 
+// say reports that a command which makes nothing to show (a deletion) is
+// done, in a line for people; with --json it prints nothing, as there is
+// no object, and the exit code tells the outcome.
+func (c *cli) say(format string, args ...any) {
+	if !c.json {
+		fmt.Fprintf(c.stdout, format+"\n", args...)
+	}
+}
+
 // printJSON writes v as one indented JSON document and a newline. A nil
 // slice prints as [], so an empty list is a list and not null.
 func (c *cli) printJSON(v any) error {

@@ -15,6 +15,10 @@ func serveJSON(t *testing.T, bodies map[string]string) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := bodies[r.URL.Path]
+		if r.Method == http.MethodDelete && ok {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if r.Method != http.MethodGet || !ok {
 			w.WriteHeader(http.StatusNotFound)
@@ -95,5 +99,17 @@ func TestReadCommandsJSON(t *testing.T) {
 				t.Errorf("without --json: exit %d, stdout %q (stderr %q); want a human view with %q", code, out, errOut, tc.human)
 			}
 		})
+	}
+}
+
+// A deletion says so in a line for people, and prints nothing with --json:
+// there is no object, and stdout stays valid (empty) JSON input.
+func TestDeleteOutput(t *testing.T) {
+	serveJSON(t, map[string]string{"/v1/apps/demo": sampleApp})
+	if out, errOut, code := runTerm(t, untouchedStdin{t}, false, "app", "delete", "demo"); code != 0 || out != "app demo deleted\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if out, errOut, code := runTerm(t, untouchedStdin{t}, false, "app", "delete", "demo", "--json"); code != 0 || out != "" {
+		t.Errorf("--json: exit %d, stdout %q, stderr %q; want nothing", code, out, errOut)
 	}
 }

@@ -549,7 +549,9 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 	h := l.handle
 	l.mu.Unlock()
 	if _, err := s.updateOwned(ctx, l, func(p *store.Process) { p.Status = store.StatusSwapping }); err != nil {
-		s.forget(l)
+		// Not stopped: it runs on, for the replica that owns it now (or for
+		// this one once it reports again), which counts its metrics.
+		s.forgetAs(l, false)
 		if errors.Is(err, errTakenMeanwhile) {
 			return fmt.Errorf("%w: process %s/%s was taken over by another replica", errs.ErrUnavailable, l.app, l.pid)
 		}

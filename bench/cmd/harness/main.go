@@ -51,6 +51,7 @@ var experiments = []experiment{
 	{8, expAlloc},
 	{9, expPython},
 	{10, expKube},
+	{11, expMetrics},
 }
 
 func run(ctx context.Context, args []string, log io.Writer) error {

@@ -51,6 +51,7 @@ var targets = []target{
 	{"swapin_100MiB_vs_raw", "swap-in of 100 MiB from the file store vs dd read", "ratio", true, 1.25, "ms"},
 	{"cold_start", "process create → first result, median ms", "median", true, 30, "ms"},
 	{"python_invoke_1KiB_vs_go", "Python no-op invoke, 1 KiB, vs the Go one (the worker hop)", "ratio", true, 1.3, "us"},
+	{"dataplane_invoke_1KiB_metrics_on_vs_off", "data-plane invoke, 1 KiB, process metrics on vs off", "ratio", true, 1.02, "us"},
 	{"python_invoke_1MiB_vs_go", "Python no-op invoke, 1 MiB, vs the Go one (the worker hop)", "ratio", true, 1.2, "us"},
 }
 
@@ -76,6 +77,8 @@ func (r *Report) fillMissing() {
 // sectionOf maps a named measure to its experiment.
 func sectionOf(name string) int {
 	switch {
+	case strings.HasPrefix(name, "dataplane_invoke_1KiB_metrics"):
+		return 11
 	case strings.HasPrefix(name, "dataplane_invoke"), strings.HasPrefix(name, "controlplane_invoke"):
 		return 1
 	case strings.HasPrefix(name, "local_invoke"), strings.HasPrefix(name, "remote_invoke"):

@@ -258,3 +258,52 @@ func TestUsageEqualsWhatProcessesDid(t *testing.T) {
 		t.Fatal("praas usage --since yesterday exited 0")
 	}
 }
+
+// Usage of a process that two replicas owned in turn (Redis, S3) adds up,
+// and either replica answers the same, totals and windows.
+func TestUsageAcrossReplicas(t *testing.T) {
+	rs := newReplicaSet(t, "--usage-bucket", "1s")
+	r1, r2 := rs.start("r1"), rs.start("r2")
+	c1, c2 := clientOf(t, r1), clientOf(t, r2)
+	ctx := context.Background()
+	app := uniqueName("usage")
+	start := time.Now()
+	if _, err := c1.CreateApp(ctx, app, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.CreateProcess(ctx, app, "p1"); err != nil { // r1 owns generation 1
+		t.Fatal(err)
+	}
+	var want uint64
+	for range 7 {
+		expectVia(t, c2, "abc", app, "p1", "echo", "abc")
+		want++
+	}
+	if _, err := c2.SwapProcess(ctx, app, "p1"); err != nil { // forwarded to r1
+		t.Fatal(err)
+	}
+	for range 5 {
+		expectVia(t, c2, "abcd", app, "p1", "echo", "abcd") // r2 swaps it in, generation 2
+		want++
+	}
+	if p := getProcess(t, c1, app, "p1"); p.Owner != "r2" || p.Generation != 2 {
+		t.Fatalf("p1: owner %q generation %d, want r2 and 2", p.Owner, p.Generation)
+	}
+	if _, err := c1.SwapProcess(ctx, app, "p1"); err != nil { // forwarded to r2
+		t.Fatal(err)
+	}
+	wantIn := uint64(7*3 + 5*4)
+	window := client.UsageOptions{Since: start.Add(-time.Minute), Until: time.Now().Add(time.Minute)}
+	for i, c := range []*client.Client{c1, c2} {
+		for _, opts := range []client.UsageOptions{{}, window} {
+			u, err := c.Usage(ctx, app, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Totals.Invocations != want || u.Totals.BytesIn != wantIn || u.Totals.BytesOut != wantIn || u.Totals.StateByteSeconds != 0 {
+				t.Fatalf("replica r%d, windowed %v: %+v; want %d invocations, %d bytes in and out, no state",
+					i+1, opts != client.UsageOptions{}, u.Totals, want, wantIn)
+			}
+		}
+	}
+}

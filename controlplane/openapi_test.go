@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/memory"
 )
 
@@ -345,4 +347,62 @@ func checkObjects(t *testing.T, root *yaml.Node) {
 		}
 	}
 	walk(root)
+}
+
+// The schemas of docs/openapi.yaml have the fields the API's JSON has, no
+// more and no fewer: a field added to a type the API answers with is
+// documented with it.
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	_, root := readOpenAPI(t)
+	for name, v := range map[string]any{
+		"App":       appView{},
+		"Process":   processView{},
+		"Key":       keyView{},
+		"Resources": store.Resources{},
+		"Usage":     store.Usage{},
+	} {
+		schema := lookupRef(root, "#/components/schemas/"+name)
+		if schema == nil {
+			t.Errorf("%s has no schema %s", openAPIFile, name)
+			continue
+		}
+		var documented []string
+		if props := mapValue(schema, "properties"); props != nil {
+			for i := 0; i < len(props.Content); i += 2 {
+				documented = append(documented, props.Content[i].Value)
+			}
+		}
+		served := jsonFields(reflect.TypeOf(v))
+		for _, f := range served {
+			if !slices.Contains(documented, f) {
+				t.Errorf("schema %s in %s lacks %q, which the API's JSON has (%T)", name, openAPIFile, f, v)
+			}
+		}
+		for _, f := range documented {
+			if !slices.Contains(served, f) {
+				t.Errorf("schema %s in %s has %q, which the API's JSON (%T) has not", name, openAPIFile, f, v)
+			}
+		}
+	}
+}
+
+// jsonFields returns the names encoding/json gives the fields of struct
+// type t, embedded structs' included.
+func jsonFields(t reflect.Type) []string {
+	var names []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		switch {
+		case name == "-" || !f.IsExported():
+			continue
+		case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+			names = append(names, jsonFields(f.Type)...)
+			continue
+		case name == "":
+			name = f.Name
+		}
+		names = append(names, name)
+	}
+	return names
 }

@@ -95,15 +95,18 @@ func Serve() {
 }
 
 // ServeImage runs im with the configuration the backend passed in the
-// environment until ctx ends.
+// environment until ctx ends. The program's stdout and stderr become the
+// process's log (see docs/observability.md).
 func ServeImage(ctx context.Context, im *Image) error {
 	cfg, err := process.ConfigFromEnv()
 	if err != nil {
 		return err
 	}
+	out := process.CaptureOutput(&cfg)
 	rt, err := process.New(cfg, im)
-	if err != nil {
-		return err
+	if err == nil {
+		err = rt.Run(ctx)
 	}
-	return rt.Run(ctx)
+	out.Close(ctx, rt)
+	return err
 }

@@ -21,6 +21,7 @@ func (s *Server) internalRoutes(m *routeMux) {
 	m.HandleFunc("POST "+cpapi.PathSnapshot, s.snapshotReport)
 	m.HandleFunc("POST "+cpapi.PathFlush, s.flushBackup)
 	m.HandleFunc("POST "+cpapi.PathInvoke, s.internalInvoke)
+	m.HandleFunc("POST "+cpapi.PathLogs, s.receiveLogs)
 	s.snapshotRoutes(m)
 }
 

@@ -93,6 +93,13 @@ type Config struct {
 	// IdleTimeout, if positive, swaps out a process whose data plane has
 	// been idle that long (the scale-down policy).
 	IdleTimeout time.Duration
+	// LogDir keeps the logs of the processes that report to this replica
+	// (LogDir/APP/PID.log, see logs.go); empty keeps only the latest lines
+	// in memory.
+	LogDir string
+	// MaxLogBytes is the size at which a process's log file is rotated
+	// (default DefaultMaxLogBytes); one rotated file is kept.
+	MaxLogBytes int64
 	// TLS, if set, serves the API over HTTPS and has processes serve their
 	// data plane over TLS (see tls.go); nil keeps both plain.
 	TLS *TLSConfig
@@ -139,6 +146,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBackupQueueBytes <= 0 {
 		c.MaxBackupQueueBytes = DefaultMaxBackupQueueBytes
+	}
+	if c.MaxLogBytes <= 0 {
+		c.MaxLogBytes = DefaultMaxLogBytes
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 10 * time.Second
@@ -217,6 +227,7 @@ type Server struct {
 
 	stopping chan struct{} // closed when shutdown starts: ends long polls
 	payloads byteBudget    // payload bytes of requests being served (see budgeted)
+	logs     *logStore     // process logs received here (see logs.go)
 	// bg owns every goroutine the server starts: Run cancels bgCtx and waits
 	// for them before it returns.
 	bgCtx    context.Context
@@ -241,6 +252,7 @@ func New(cfg Config) (*Server, error) {
 		keys:     keyCache{byID: make(map[string]cachedKey)},
 		tokens:   newIssuer(cfg.SigningKey),
 		payloads: byteBudget{max: cfg.MaxRequestBytes},
+		logs:     newLogStore(cfg.LogDir, cfg.MaxLogBytes),
 		stopping: make(chan struct{})}
 	if err := s.initTLS(); err != nil {
 		return nil, err
@@ -309,6 +321,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/apps/{app}/processes/{pid}", s.authed(ofApp, s.getProcess))
 	m.HandleFunc("DELETE /v1/apps/{app}/processes/{pid}", s.authed(ofApp, s.deleteProcess))
 	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/swap", s.authed(ofApp, s.swapProcess))
+	m.HandleFunc("GET /v1/apps/{app}/processes/{pid}/logs", s.authed(ofApp, s.processLogs))
 	m.HandleFunc("POST /v1/apps/{app}/processes/{pid}/messages/{key}", s.authed(ofApp, s.budgeted(s.sendMessage)))
 	m.HandleFunc("POST /v1/apps/{app}/invoke/{function}", s.authed(ofApp, s.budgeted(s.invoke)))
 	m.HandleFunc("GET /v1/apps/{app}/usage", s.authed(ofApp, s.getUsage))
@@ -384,6 +397,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.goBackground(s.leaseLoop)
 	s.goBackground(s.sweep)
 	s.goBackground(s.watchEpochs)
+	s.goBackground(s.evictLogs)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/praas-dev/praas/errs"
@@ -30,6 +31,22 @@ func (p *Process) PID() string { return p.rt.cfg.PID }
 
 // App is this process's application.
 func (p *Process) App() string { return p.rt.cfg.App }
+
+// Logger returns a logger for function whose records go to the process's
+// log (see docs/observability.md), with the attributes app, pid and
+// function (omitted if function is ""). Loggers are kept per function:
+// calling it in every invocation costs a map lookup.
+func (p *Process) Logger(function string) *slog.Logger {
+	if l, ok := p.rt.loggers.Load(function); ok {
+		return l.(*slog.Logger)
+	}
+	l := p.rt.log
+	if function != "" {
+		l = l.With("function", function)
+	}
+	actual, _ := p.rt.loggers.LoadOrStore(function, l)
+	return actual.(*slog.Logger)
+}
 
 // State returns the value stored under key. The slice must not be modified.
 func (p *Process) State(key string) ([]byte, bool) { return p.rt.state.get(key) }

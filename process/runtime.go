@@ -25,6 +25,7 @@ import (
 
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/proclog"
 	"github.com/praas-dev/praas/internal/token"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/storeurl"
@@ -112,6 +113,9 @@ type Config struct {
 	// anything changed, bounding what a crash loses.
 	CheckpointInterval time.Duration
 	Logger             *slog.Logger
+	// Logs, if set, receives the process's captured output (see
+	// CaptureOutput); the runtime ships its lines to the control plane.
+	Logs *proclog.Ring
 	// TLS, if set, serves the data plane over TLS with its certificate
 	// (issued by the control plane from the data-plane CA).
 	TLS *tls.Config
@@ -341,6 +345,12 @@ type Runtime struct {
 	// restoredBytes is the size of the snapshot restored at start (set
 	// before serving), reported at registration.
 	restoredBytes int64
+	// logMu orders shipments of log lines; logSent is the sequence number
+	// in cfg.Logs of the first line not shipped yet (see logs.go).
+	logMu   sync.Mutex
+	logSent uint64
+	// loggers are the SDK's loggers, by function (see Process.Logger).
+	loggers sync.Map
 }
 
 // New prepares a runtime; Run starts it.
@@ -426,6 +436,12 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		go func() { reporter <- rt.report(loopCtx) }()
 		rt.members.setStart(func() { go rt.watchMembers(loopCtx) }) // at the first want
 	}
+	logsDone := make(chan struct{})
+	if rt.cfg.ControlPlane != "" && rt.cfg.Logs != nil {
+		go func() { defer close(logsDone); rt.shipLogs(loopCtx) }()
+	} else {
+		close(logsDone)
+	}
 	checkpointDone := make(chan struct{})
 	if rt.swaps() && rt.cfg.CheckpointInterval > 0 {
 		go func() { defer close(checkpointDone); rt.checkpointLoop(loopCtx) }()
@@ -446,6 +462,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	ln.Close()
 	<-acceptDone
 	<-checkpointDone
+	<-logsDone
 	if errors.Is(runErr, errRetired) {
 		rt.log.Info("retired by the control plane")
 		return nil

@@ -209,7 +209,7 @@ func testIsolation(t *testing.T, e env) {
 		fmt.Sprintf("/proc/%d/environ", os.Getpid()), // the control plane's
 		meta, secret,
 		scratchB,
-		filepath.Join(cfg.LogDir, "tenant-b", "p1.log"), cfg.LogDir,
+		filepath.Join(cfg.LogDir, "tenant-b", "p1.out"), cfg.LogDir,
 		cfg.RunDir, filepath.Join(cfg.RunDir, hb.ID+".json"),
 	}
 	for _, pid := range pids {

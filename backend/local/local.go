@@ -61,9 +61,11 @@ type Config struct {
 	// RunDir holds one record per running process (required). Backends
 	// sharing it share their processes.
 	RunDir string
-	// LogDir receives one log file per process (LogDir/APP/PID.log); if
-	// empty, output is discarded. The backend writes the files: processes
-	// inherit a descriptor and need no access to LogDir.
+	// LogDir receives the raw output of each process (LogDir/APP/PID.out:
+	// everything it wrote to stdout and stderr, stamped by its runtime,
+	// and what a crash prints); if empty, output is discarded. The backend
+	// opens the files: processes inherit a descriptor and need no access
+	// to LogDir.
 	LogDir string
 	Logger *slog.Logger
 
@@ -281,7 +283,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle,
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return backend.Handle{}, fmt.Errorf("local backend: log dir: %w", err)
 		}
-		f, err := os.OpenFile(filepath.Join(dir, spec.PID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(filepath.Join(dir, spec.PID+".out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return backend.Handle{}, fmt.Errorf("local backend: log file: %w", err)
 		}

@@ -150,7 +150,7 @@ func newBackend(t testing.TB, cfg local.Config) *local.Backend {
 }
 
 func output(dir string, h backend.Handle) ([]byte, error) {
-	return os.ReadFile(filepath.Join(dir, "logs", h.App, h.PID+".log"))
+	return os.ReadFile(filepath.Join(dir, "logs", h.App, h.PID+".out"))
 }
 
 func imageSpec(t testing.TB, app, pid string, env ...string) backend.Spec {

@@ -190,11 +190,11 @@ func TestResultNewline(t *testing.T) {
 	}
 }
 
-// `process logs` prints DATA/logs/APP/PID.log, follows it, and says where
-// it looked when there is none.
+// `process logs --data` prints the raw output file DATA/logs/APP/PID.out,
+// follows it, and says where it looked when there is none.
 func TestProcessLogs(t *testing.T) {
 	data := t.TempDir()
-	logFile := filepath.Join(data, "logs", "demo", "p1.log")
+	logFile := filepath.Join(data, "logs", "demo", "p1.out")
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestProcessLogs(t *testing.T) {
 	}
 	// The default --data is ./.praas, as for praas up.
 	wd, _ := os.Getwd()
-	if out := mustPraas(t, "", "process", "logs", "demo", "p1", "--path"); out != filepath.Join(wd, ".praas", "logs", "demo", "p1.log")+"\n" {
+	if out := mustPraas(t, "", "process", "logs", "demo", "p1", "--path"); out != filepath.Join(wd, ".praas", "logs", "demo", "p1.out")+"\n" {
 		t.Fatalf("logs --path with the default --data = %q", out)
 	}
 	for _, args := range [][]string{
@@ -223,7 +223,7 @@ func TestProcessLogs(t *testing.T) {
 			t.Errorf("praas %s: exit %d, stdout %q, stderr %q; want exit 1 and one error line", strings.Join(args, " "), code, out, errOut)
 		}
 	}
-	if _, errOut, _ := runCLI(t, "", "process", "logs", "demo", "p2", "--data", data); !strings.Contains(errOut, filepath.Join(data, "logs", "demo", "p2.log")) {
+	if _, errOut, _ := runCLI(t, "", "process", "logs", "demo", "p2", "--data", data); !strings.Contains(errOut, filepath.Join(data, "logs", "demo", "p2.out")) {
 		t.Errorf("a missing log's error does not say where it looked: %q", errOut)
 	}
 
@@ -268,7 +268,7 @@ func TestProcessLogs(t *testing.T) {
 			done <- runIn(ctx, untouchedStdin{t}, &out, &errOut, false, "process", "logs", "demo", "later", "--data", data, "-f")
 		}()
 		time.Sleep(2 * logPoll) // let it look for the file at least once
-		if err := os.WriteFile(filepath.Join(data, "logs", "demo", "later.log"), []byte("started\n"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(data, "logs", "demo", "later.out"), []byte("started\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 5*time.Second, "the new log", func() bool { return out.String() == "started\n" })

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/proclog"
 )
 
 func (c *cli) appCmd() *cobra.Command {
@@ -213,28 +217,101 @@ fails, no more are started, those created are printed, and the command fails.`,
 	return cmd
 }
 
-// processLogsCmd prints a process's log file. It reads the file from the
-// data directory, so it works on the machine that runs `praas up` with the
-// local backend, without asking the control plane.
-func (c *cli) processLogsCmd() *cobra.Command {
-	var data string
-	var follow, pathOnly bool
+// logsFlags are the flags of praas logs (and praas process logs).
+type logsFlags struct {
+	follow bool
+	since  string
+	tail   int
+}
+
+func (f *logsFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVarP(&f.follow, "follow", "f", false, "keep printing new lines as the process writes them (across swaps) until interrupted")
+	cmd.Flags().StringVar(&f.since, "since", "", "only lines since a time (RFC 3339, e.g. 2026-01-02T15:04:05Z) or for a duration back (e.g. 10m)")
+	cmd.Flags().IntVar(&f.tail, "tail", 0, "only the last N lines of what is kept (then new ones with --follow)")
+}
+
+// logsHelp explains praas logs.
+const logsHelp = `Print the log of a process: what it wrote to stdout and stderr (its
+functions' output, the SDK's logger, the runtime's own messages), one line
+each as TIME STREAM LINE, TIME in UTC with nanoseconds, STREAM stdout, stderr
+or praas (lines the platform adds, such as a count of lines dropped). The
+log covers the process's swaps and restarts. --json prints JSON lines
+{"time", "stream", "line"}.`
+
+// logsCmd is praas logs APP PID.
+func (c *cli) logsCmd() *cobra.Command {
+	var f logsFlags
 	cmd := &cobra.Command{
 		Use:   "logs APP PID",
-		Short: "Print a process's log (on the machine that runs praas up)",
-		Long: `Print the log of a process: everything it wrote to stdout and stderr, across
-its restarts and swaps. The local backend keeps it in DATA/logs/APP/PID.log,
-where DATA is the --data directory of praas up (default ./.praas); this
-command reads that file directly, so it runs on the control plane's machine
-and needs the same --data. --follow keeps printing what is appended (and
-waits for the file if the process has not started yet) until interrupted;
---path prints the file's path instead.`,
-		Example: `  praas process logs demo p1
-  praas process logs demo p1 --data /var/lib/praas --follow
+		Short: "Print a process's log",
+		Long:  logsHelp,
+		Example: `  praas logs demo p1
+  praas logs demo p1 --since 10m --tail 100
+  praas logs demo p1 -f`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeArgs(argApp, argPID),
+		RunE: func(_ *cobra.Command, args []string) error { return c.printLogs(args[0], args[1], f) },
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// printLogs prints the log of app/pid through the REST API.
+func (c *cli) printLogs(app, pid string, f logsFlags) error {
+	opts := client.LogsOptions{Tail: f.tail, Follow: f.follow}
+	if f.tail < 0 {
+		return fmt.Errorf("--tail %d: a number of lines", f.tail)
+	}
+	if f.since != "" {
+		if t, err := time.Parse(time.RFC3339Nano, f.since); err == nil {
+			opts.Since = t
+		} else if d, err := time.ParseDuration(f.since); err == nil && d > 0 {
+			opts.SinceAgo = d
+		} else {
+			return fmt.Errorf("--since %q: a time such as 2026-01-02T15:04:05Z or a duration such as 10m", f.since)
+		}
+	}
+	var buf []byte
+	enc := json.NewEncoder(c.stdout)
+	return c.client().Logs(c.ctx, app, pid, opts, func(l client.LogLine) error {
+		if c.json {
+			return enc.Encode(l)
+		}
+		buf = proclog.AppendText(buf[:0], l)
+		_, err := c.stdout.Write(buf)
+		return err
+	})
+}
+
+// processLogsCmd is praas logs under praas process, which can also read a
+// process's raw output file on the control plane's machine.
+func (c *cli) processLogsCmd() *cobra.Command {
+	var f logsFlags
+	var data string
+	var raw, pathOnly bool
+	cmd := &cobra.Command{
+		Use:   "logs APP PID",
+		Short: "Print a process's log (as praas logs), or its raw output file",
+		Long: logsHelp + `
+
+--raw reads the raw output file instead, on the machine that runs praas up
+with the local backend: DATA/logs/APP/PID.out, where DATA is the --data
+directory of praas up (default ./.praas; giving --data implies --raw). It
+holds the same stamped lines and also what a crash prints. With --raw,
+--follow keeps printing what is appended (and waits for the file if the
+process has not started yet); --path prints the file's path.`,
+		Example: `  praas process logs demo p1 -f
+  praas process logs demo p1 --raw --data /var/lib/praas --follow
   less "$(praas process logs demo p1 --path)"`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeArgs(argApp, argPID),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !raw && !pathOnly && !cmd.Flags().Changed("data") {
+				return c.printLogs(args[0], args[1], f)
+			}
+			if f.since != "" || f.tail != 0 {
+				return fmt.Errorf("--since and --tail read the log through the control plane: not with --raw")
+			}
 			path, err := logPath(data, args[0], args[1])
 			if err != nil {
 				return err
@@ -243,24 +320,25 @@ waits for the file if the process has not started yet) until interrupted;
 				_, err := fmt.Fprintln(c.stdout, path)
 				return err
 			}
-			return c.printLog(path, follow)
+			return c.printLog(path, f.follow)
 		},
 	}
-	cmd.Flags().StringVar(&data, "data", "./.praas", "the --data directory of praas up")
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended until interrupted")
-	cmd.Flags().BoolVar(&pathOnly, "path", false, "print the path of the log file instead of its contents")
+	f.add(cmd)
+	cmd.Flags().BoolVar(&raw, "raw", false, "read the raw output file under --data instead of asking the control plane")
+	cmd.Flags().StringVar(&data, "data", "./.praas", "with --raw: the --data directory of praas up")
+	cmd.Flags().BoolVar(&pathOnly, "path", false, "print the path of the raw output file instead of its contents")
 	return cmd
 }
 
-// logPath returns the absolute path of the log of app/pid under the data
-// directory: DATA/logs/APP/PID.log, as the local backend writes it.
+// logPath returns the absolute path of the raw output of app/pid under the
+// data directory: DATA/logs/APP/PID.out, as the local backend writes it.
 func logPath(data, app, pid string) (string, error) {
 	for _, name := range []string{app, pid} {
 		if name == "" || name[0] == '.' || strings.ContainsAny(name, `/\`) {
 			return "", fmt.Errorf("%q is not an app name or pid", name)
 		}
 	}
-	return filepath.Abs(filepath.Join(data, "logs", app, pid+".log"))
+	return filepath.Abs(filepath.Join(data, "logs", app, pid+".out"))
 }
 
 // logPoll is how often --follow looks for more log.

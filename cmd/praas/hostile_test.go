@@ -305,6 +305,7 @@ func (h *hostile) files(t *testing.T) {
 		filepath.Join(d, "replica-id"),
 		filepath.Join(d, "run"),
 		filepath.Join(d, "logs"),
+		filepath.Join(d, "logs", "victim", "v.out"),
 		filepath.Join(d, "logs", "victim", "v.log"),
 		filepath.Join(d, "logs", "tenant", "a.log"),
 		fmt.Sprintf("/proc/%d/environ", h.vOSPID),

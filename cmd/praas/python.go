@@ -27,7 +27,6 @@ func withPython(cmd *cobra.Command) *cobra.Command {
 		if !filepath.IsAbs(py.Module) {
 			return fmt.Errorf("--python %q: give an absolute path", py.Module)
 		}
-		py.Output = cmd.ErrOrStderr()
 		return workers.ServePython(cmd.Context(), py, builtin.Image())
 	}
 	return cmd

@@ -86,9 +86,9 @@ func (rs *replicaSet) start(id string) *controlPlane {
 	return startControlPlane(rs.t, data, append(args, rs.extra...)...)
 }
 
-// processLog is the log file of app/pid's processes started by replica id.
+// processLog is the raw output file of app/pid's processes started by replica id.
 func (rs *replicaSet) processLog(id, app, pid string) string {
-	return filepath.Join(rs.data[id], "logs", app, pid+".log")
+	return filepath.Join(rs.data[id], "logs", app, pid+".out")
 }
 
 func uniqueName(prefix string) string {

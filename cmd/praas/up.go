@@ -49,6 +49,7 @@ type upConfig struct {
 	maxBackup       int
 	maxBackupBytes  int64
 	maxRequestBytes int64
+	maxLogBytes     int64
 	// limits of each process, passed in its environment (see process.Config)
 	maxState             int64
 	maxInflight          int
@@ -124,6 +125,7 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.IntVar(&cfg.maxBackup, "max-backup-queue", controlplane.DefaultMaxBackupQueue, "messages queued for a process that is not active; more are refused with 429")
 	f.Int64Var(&cfg.maxBackupBytes, "max-backup-queue-bytes", controlplane.DefaultMaxBackupQueueBytes, "bytes of messages queued for a process that is not active; more are refused with 429")
 	f.Int64Var(&cfg.maxRequestBytes, "max-request-bytes", 0, "payload bytes of the REST invocations and messages served at once; more are refused with 429 (default 4 × --max-payload)")
+	f.Int64Var(&cfg.maxLogBytes, "max-log-bytes", controlplane.DefaultMaxLogBytes, "size at which a process's log file (--data/logs/APP/PID.log) is rotated to PID.log.1; one rotated file is kept")
 	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
@@ -170,6 +172,7 @@ func (c *cli) up(cfg upConfig) error {
 		{"max-backup-queue-bytes", cfg.maxBackupBytes}, {"max-state-bytes", cfg.maxState},
 		{"max-inflight", int64(cfg.maxInflight)}, {"max-conn-inflight", int64(cfg.maxConnInflight)},
 		{"max-conn-inflight-bytes", cfg.maxConnInflightBytes}, {"write-timeout", int64(cfg.writeTimeout)},
+		{"max-log-bytes", cfg.maxLogBytes},
 	} {
 		if l.value <= 0 {
 			return fmt.Errorf("--%s must be positive", l.flag)
@@ -298,6 +301,8 @@ func (c *cli) up(cfg upConfig) error {
 		MaxBackupQueue:      cfg.maxBackup,
 		MaxBackupQueueBytes: cfg.maxBackupBytes,
 		MaxRequestBytes:     cfg.maxRequestBytes,
+		LogDir:              filepath.Join(data, "logs"),
+		MaxLogBytes:         cfg.maxLogBytes,
 		ProcessEnv: []string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/internal/procmetrics"
+	"github.com/praas-dev/praas/internal/proclog"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -37,6 +38,9 @@ const (
 	// that cannot presign URLs (PUT or GET ?app=&pid=&generation=&key=): the
 	// URL a SnapshotAccess names for such a store.
 	PathSnapshotData = "/internal/v1/snapshot-data"
+	// PathLogs takes a batch of a process's log lines (Logs): the lines
+	// its runtime captured from its stdout and stderr.
+	PathLogs = "/internal/v1/logs"
 )
 
 // Env variables through which a backend configures a process runtime.
@@ -173,6 +177,25 @@ type HeartbeatReply struct {
 	// presign URLs have one; each reply renews it.
 	Orphan *SnapshotAccess `json:"orphan,omitempty"`
 }
+
+// Logs carries log lines of a process, oldest first, each sent once. Where
+// the runtime had to drop lines (its buffer full while no control plane
+// took them), a line of stream proclog.StreamPraas says how many.
+type Logs struct {
+	App        string         `json:"app"`
+	PID        string         `json:"pid"`
+	Generation uint64         `json:"generation"`
+	Lines      []proclog.Line `json:"lines"`
+}
+
+// A Logs message holds at most MaxLogsBatch lines of at most
+// MaxLogsBatchBytes of text (and at least one line); the control plane
+// refuses bodies over MaxLogsBytes (JSON may escape a byte as six).
+const (
+	MaxLogsBatch      = 1024
+	MaxLogsBatchBytes = 1 << 20
+	MaxLogsBytes      = 8 << 20
+)
 
 // Snapshot access operations.
 const (

@@ -82,7 +82,9 @@ func TestTextRoundTrip(t *testing.T) {
 	}
 }
 
-func lineN(i int) Line { return Line{Time: time.Unix(int64(i), 0), Stream: StreamStdout, Line: fmt.Sprint(i)} }
+func lineN(i int) Line {
+	return Line{Time: time.Unix(int64(i), 0), Stream: StreamStdout, Line: fmt.Sprint(i)}
+}
 
 func texts(lines []Line) []string {
 	s := make([]string, len(lines))

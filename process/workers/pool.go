@@ -37,8 +37,8 @@ type Config struct {
 	Size int
 	// App and PID are told to the workers in the welcome.
 	App, PID string
-	// Output receives the workers' stdout and stderr (default os.Stderr,
-	// the process log).
+	// Output, if set, receives the workers' stdout and stderr (default:
+	// the runtime's own stdout and stderr, the process log).
 	Output io.Writer
 	Logger *slog.Logger
 	// NoShm sends large payloads through the socket too, instead of the
@@ -79,7 +79,6 @@ func Start(cfg Config) (*Pool, error) {
 	if cfg.Size <= 0 {
 		cfg.Size = max(runtime.GOMAXPROCS(0), 2)
 	}
-	cfg.Output = cmp.Or[io.Writer](cfg.Output, os.Stderr)
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
@@ -198,7 +197,10 @@ func (p *Pool) spawn() (*worker, []Func, error) {
 	}
 	cmd := exec.Command(p.cfg.Command[0], p.cfg.Command[1:]...)
 	cmd.Env = p.cfg.Env
-	cmd.Stdout, cmd.Stderr = p.cfg.Output, p.cfg.Output
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if p.cfg.Output != nil {
+		cmd.Stdout, cmd.Stderr = p.cfg.Output, p.cfg.Output
+	}
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3
 	mem, err := newShm()
 	if p.cfg.NoShm {

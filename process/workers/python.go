@@ -24,7 +24,8 @@ type Python struct {
 	Interpreter string
 	// Workers is the pool size (default GOMAXPROCS, at least 2).
 	Workers int
-	// Output receives the workers' stdout and stderr (default os.Stderr).
+	// Output, if set, receives the workers' stdout and stderr (default:
+	// the process's own stdout and stderr).
 	Output io.Writer
 	Logger *slog.Logger
 	// NoSharedMemory sends large inputs and results through the workers'
@@ -98,9 +99,19 @@ func ServePython(ctx context.Context, py Python, extra *process.Image) error {
 	if err != nil {
 		return err
 	}
+	// Before the workers start: they inherit the captured stdout and stderr.
+	out := process.CaptureOutput(&cfg)
+	rt, err := servePython(ctx, cfg, py, extra)
+	out.Close(ctx, rt)
+	return err
+}
+
+// servePython runs the runtime of ServePython; its pool of workers has
+// ended when it returns.
+func servePython(ctx context.Context, cfg process.Config, py Python, extra *process.Image) (*process.Runtime, error) {
 	pool, cleanup, err := StartPython(py, cfg.App, cfg.PID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cleanup()
 	im := process.NewImage()
@@ -110,9 +121,9 @@ func ServePython(ctx context.Context, py Python, extra *process.Image) error {
 	}
 	rt, err := process.New(cfg, im)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return rt.Run(ctx)
+	return rt, rt.Run(ctx)
 }
 
 // AddMissing registers in im every function of from that im lacks, with

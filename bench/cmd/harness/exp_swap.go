@@ -208,7 +208,7 @@ func expSwap(ctx context.Context, e *Env) (*Section, []Measure, error) {
 			// What the process itself logged: the snapshot write of a
 			// swap-out, the restore of a swap-in (the first, warm-up, round
 			// left out).
-			written, restored := inProcessTimes(filepath.Join(st.data, "logs", "img", pid+".log"))
+			written, restored := inProcessTimes(filepath.Join(st.data, "logs", "img", pid+".out"))
 			inner, what := written, "snapshot write"
 			if r.op == "swap-in" {
 				inner, what = restored, "snapshot restore"

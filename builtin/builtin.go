@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,7 +34,18 @@ func Image() *process.Image {
 	im.Register("members", members)
 	im.Register("state-fill", stateFill)
 	im.Register("state-digest", stateDigest)
+	im.Register("log", logLine)
 	return im
+}
+
+// logLine writes its input to the process log three ways: "out: TEXT" on
+// stdout, "err: TEXT" on stderr, and TEXT as the message of an info record
+// of the SDK's logger.
+func logLine(_ context.Context, p *process.Process, in []byte) ([]byte, error) {
+	fmt.Fprintf(os.Stdout, "out: %s\n", in)
+	fmt.Fprintf(os.Stderr, "err: %s\n", in)
+	p.Logger("log").Info(string(in))
+	return nil, nil
 }
 
 // echo returns its input unchanged.

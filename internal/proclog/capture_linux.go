@@ -24,7 +24,9 @@ type Capture struct {
 	Ring *Ring
 
 	raw, crash *os.File // the original stdout and stderr
-	rawMu      sync.Mutex
+	// mu makes stamping, the raw write and the ring append of a batch one
+	// step, so the lines of both streams are in the ring in time order.
+	mu sync.Mutex
 	readers    []*os.File
 	done       sync.WaitGroup
 	closeOnce  sync.Once
@@ -103,6 +105,7 @@ func (c *Capture) read(r *os.File, stream string) {
 	var text []byte
 	for {
 		n, err := r.Read(buf)
+		c.mu.Lock()
 		sp.Write(buf[:n])
 		if err != nil {
 			sp.Flush()
@@ -112,13 +115,12 @@ func (c *Capture) read(r *os.File, stream string) {
 			for _, l := range batch {
 				text = AppendText(text, l)
 			}
-			c.rawMu.Lock()
 			c.raw.Write(text) // nowhere to report a failure to
-			c.rawMu.Unlock()
 			c.Ring.Append(batch...)
 			clear(batch)
 			batch = batch[:0]
 		}
+		c.mu.Unlock()
 		if err != nil {
 			return
 		}

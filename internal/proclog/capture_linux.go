@@ -26,10 +26,10 @@ type Capture struct {
 	raw, crash *os.File // the original stdout and stderr
 	// mu makes stamping, the raw write and the ring append of a batch one
 	// step, so the lines of both streams are in the ring in time order.
-	mu sync.Mutex
-	readers    []*os.File
-	done       sync.WaitGroup
-	closeOnce  sync.Once
+	mu        sync.Mutex
+	readers   []*os.File
+	done      sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // StartCapture starts capturing into ring. Only one capture may run in an

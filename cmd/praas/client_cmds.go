@@ -250,7 +250,7 @@ func (c *cli) logsCmd() *cobra.Command {
   praas logs demo p1 -f`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeArgs(argApp, argPID),
-		RunE: func(_ *cobra.Command, args []string) error { return c.printLogs(args[0], args[1], f) },
+		RunE:              func(_ *cobra.Command, args []string) error { return c.printLogs(args[0], args[1], f) },
 	}
 	f.add(cmd)
 	return cmd

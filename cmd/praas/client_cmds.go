@@ -250,17 +250,17 @@ func (c *cli) logsCmd() *cobra.Command {
   praas logs demo p1 -f`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeArgs(argApp, argPID),
-		RunE:              func(_ *cobra.Command, args []string) error { return c.printLogs(args[0], args[1], f) },
+		RunE:              func(cmd *cobra.Command, args []string) error { return c.printLogs(cmd, args[0], args[1], f) },
 	}
 	f.add(cmd)
 	return cmd
 }
 
 // printLogs prints the log of app/pid through the REST API.
-func (c *cli) printLogs(app, pid string, f logsFlags) error {
+func (c *cli) printLogs(cmd *cobra.Command, app, pid string, f logsFlags) error {
 	opts := client.LogsOptions{Tail: f.tail, Follow: f.follow}
 	if f.tail < 0 {
-		return fmt.Errorf("--tail %d: a number of lines", f.tail)
+		return usagef(cmd, "--tail %d: a number of lines", f.tail)
 	}
 	if f.since != "" {
 		if t, err := time.Parse(time.RFC3339Nano, f.since); err == nil {
@@ -268,7 +268,7 @@ func (c *cli) printLogs(app, pid string, f logsFlags) error {
 		} else if d, err := time.ParseDuration(f.since); err == nil && d > 0 {
 			opts.SinceAgo = d
 		} else {
-			return fmt.Errorf("--since %q: a time such as 2026-01-02T15:04:05Z or a duration such as 10m", f.since)
+			return usagef(cmd, "--since %q: a time such as 2026-01-02T15:04:05Z or a duration such as 10m", f.since)
 		}
 	}
 	var buf []byte
@@ -307,10 +307,10 @@ process has not started yet); --path prints the file's path.`,
 		ValidArgsFunction: c.completeArgs(argApp, argPID),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !raw && !pathOnly && !cmd.Flags().Changed("data") {
-				return c.printLogs(args[0], args[1], f)
+				return c.printLogs(cmd, args[0], args[1], f)
 			}
 			if f.since != "" || f.tail != 0 {
-				return fmt.Errorf("--since and --tail read the log through the control plane: not with --raw")
+				return usagef(cmd, "--since and --tail read the log through the control plane: not with --raw")
 			}
 			path, err := logPath(data, args[0], args[1])
 			if err != nil {

@@ -113,15 +113,19 @@ func TestLogs(t *testing.T) {
 		t.Errorf("process logs --raw:\n%s", out)
 	}
 
-	for _, args := range [][]string{
-		{"logs", "demo", "nosuch"},
-		{"logs", "nosuch", "p1"},
-		{"logs", "demo", "p1", "--since", "yesterday"},
-		{"logs", "demo", "p1", "--tail", "-3"},
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"logs", "demo", "nosuch"}, exitNotFound},
+		{[]string{"logs", "nosuch", "p1"}, exitNotFound},
+		{[]string{"logs", "demo", "p1", "--since", "yesterday"}, exitUsage},
+		{[]string{"logs", "demo", "p1", "--tail", "-3"}, exitUsage},
+		{[]string{"process", "logs", "demo", "p1", "--raw", "--tail", "3"}, exitUsage},
 	} {
-		out, errOut, code := runCLI(t, "", args...)
-		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 {
-			t.Errorf("praas %s: exit %d, stdout %q, stderr %q; want exit 1 and one error line", strings.Join(args, " "), code, out, errOut)
+		out, errOut, code := runCLI(t, "", tc.args...)
+		if code != tc.code || out != "" || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("praas %s: exit %d, stdout %q, stderr %q; want exit %d and one error line", strings.Join(tc.args, " "), code, out, errOut, tc.code)
 		}
 	}
 

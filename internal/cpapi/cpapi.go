@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/praas-dev/praas/internal/names"
-	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/internal/proclog"
+	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/store"
 )
 

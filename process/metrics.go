@@ -66,7 +66,7 @@ func (m *runtimeMetrics) of(fn *Function) *functionStats {
 	return s
 }
 
-// report reads the counters and the gauges; nil with metrics off.
+// metricsReport reads the counters and the gauges; nil with metrics off.
 func (rt *Runtime) metricsReport() *procmetrics.Report {
 	m := &rt.metrics
 	if m.off {
@@ -84,8 +84,8 @@ func (rt *Runtime) metricsReport() *procmetrics.Report {
 				continue
 			}
 			for p := range fs.paths {
-				if s := fs.paths[p].Series(fs.name, procmetrics.Path(p)); s.Count > 0 {
-					r.Invocations = append(r.Invocations, s)
+				if fs.paths[p].Count() > 0 { // paths a function never came by are left out
+					r.Invocations = append(r.Invocations, fs.paths[p].Series(fs.name, procmetrics.Path(p)))
 				}
 			}
 		}

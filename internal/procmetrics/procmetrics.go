@@ -97,6 +97,9 @@ func (s *Stats) Record(d time.Duration, failed bool, code errs.Code) {
 	}
 }
 
+// Count is the number of invocations recorded.
+func (s *Stats) Count() uint64 { return s.count.Load() }
+
 // Series reads the counters as a report series. Counters read one by one
 // while invocations end may be a call apart; each stays monotonic.
 func (s *Stats) Series(function string, path Path) Series {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/praas-dev/praas/errs"
@@ -108,7 +109,9 @@ func newServerMetrics(s *Server) *serverMetrics {
 		Help: "Messages this replica appended to backup queues of processes that were not active, by app."}, []string{"app"})
 	for _, c := range []prometheus.Collector{m.restInvocations, m.restLatency, m.restMessages, m.swapOuts,
 		m.swapOutSeconds, m.swapOutBytes, m.swapIns, m.swapInSeconds, m.swapInBytes, m.leaseRenewals,
-		m.takeovers, m.heartbeats, m.backupQueued, &processCollector{s: s}} {
+		m.takeovers, m.heartbeats, m.backupQueued, &processCollector{s: s},
+		// The replica's own Go runtime and OS process (go_*, process_*).
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	return m

@@ -25,15 +25,15 @@ With either: the usage in that window, widened to whole usage buckets
 (2026-01-02T15:04:05Z) or a duration meaning that long ago (90m, 24h).`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeArgs(argApp),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			now := time.Now()
 			var opts client.UsageOptions
 			var err error
 			if opts.Since, err = timeOrAgo("--since", since, now); err != nil {
-				return err
+				return usagef(cmd, "%v", err)
 			}
 			if opts.Until, err = timeOrAgo("--until", until, now); err != nil {
-				return err
+				return usagef(cmd, "%v", err)
 			}
 			opts.PID = pid
 			u, err := c.client().Usage(c.ctx, args[0], opts)

@@ -253,9 +253,9 @@ func TestUsageEqualsWhatProcessesDid(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a bad since without a key: %s", resp.Status)
 	}
-	_, _, code := runCLI(t, "", "usage", app, "--since", "yesterday")
-	if code == 0 {
-		t.Fatal("praas usage --since yesterday exited 0")
+	_, errOut, code := runCLI(t, "", "usage", app, "--since", "yesterday")
+	if code != exitUsage || !strings.Contains(errOut, "--since") {
+		t.Fatalf("praas usage --since yesterday: exit %d, %q; want %d and a word on --since", code, errOut, exitUsage)
 	}
 }
 
@@ -304,6 +304,27 @@ func TestUsageAcrossReplicas(t *testing.T) {
 				t.Fatalf("replica r%d, windowed %v: %+v; want %d invocations, %d bytes in and out, no state",
 					i+1, opts != client.UsageOptions{}, u.Totals, want, wantIn)
 			}
+		}
+	}
+}
+
+func TestTimeOrAgo(t *testing.T) {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"", time.Time{}, true},
+		{"90m", now.Add(-90 * time.Minute), true},
+		{"2026-01-02T15:04:05Z", time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC), true},
+		{"2026-01-02T15:04:05.5+01:00", time.Date(2026, 1, 2, 14, 4, 5, 5e8, time.UTC), true},
+		{"-5m", time.Time{}, false},
+		{"yesterday", time.Time{}, false},
+	} {
+		got, err := timeOrAgo("--since", tc.in, now)
+		if (err == nil) != tc.ok || !got.Equal(tc.want) {
+			t.Errorf("timeOrAgo(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
 		}
 	}
 }

@@ -50,6 +50,7 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("app created", "app", app.Name, "image", app.Image)
+	s.emit(Event{Type: EventAppCreated, App: app.Name})
 	writeJSON(w, http.StatusCreated, viewApp(app))
 }
 
@@ -109,5 +110,6 @@ func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.forgetApp(app.Name)
 	s.log.Info("app deleted", "app", app.Name)
+	s.emit(Event{Type: EventAppDeleted, App: app.Name})
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -120,11 +120,12 @@ func (p *fakeProc) run(b *fakeBackend) {
 				return
 			}
 			key := cpapi.SnapshotKey(app, pid, gen, 1)
-			if err := p.putSnapshot(app, pid, gen, 1, "state of "+key); err != nil {
+			data := "state of " + key
+			if err := p.putSnapshot(app, pid, gen, 1, data); err != nil {
 				b.t.Errorf("fake process: write snapshot: %v", err)
 				return
 			}
-			post(cpapi.PathSnapshot, cpapi.Snapshot{App: app, PID: pid, Generation: gen, Key: key, Final: true, Metrics: b.report(gen)})
+			post(cpapi.PathSnapshot, cpapi.Snapshot{App: app, PID: pid, Generation: gen, Key: key, Bytes: int64(len(data)), Final: true, Metrics: b.report(gen)})
 			return
 		case <-tick.C:
 			select {

@@ -94,6 +94,7 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, appName, pid s
 	}
 	h := running[handleKey(appName, pid, gen)]
 	before := rec
+	previousOwner := ownerName(rec)
 	rec.Owner = s.id
 	rec.Status = store.StatusActive
 	if addr != "" {
@@ -109,6 +110,8 @@ func (s *Server) reattach(w http.ResponseWriter, r *http.Request, appName, pid s
 	if s.adopt(app, stored, h) != nil {
 		s.bumpEpoch(r.Context(), appName)
 		s.log.Info("process adopted", "app", appName, "pid", pid, "generation", gen, "addr", stored.Address, "handle", h.ID)
+		s.emit(Event{Type: EventProcessTakenOver, App: appName, PID: pid, Generation: gen, Status: stored.Status,
+			Reason: "it reported to this replica after its owner " + previousOwner + " went away"})
 	}
 	writeJSON(w, http.StatusOK, s.heartbeatReply(appName))
 }

@@ -122,6 +122,7 @@ func (s *Server) pick(ctx context.Context, app store.App, pid string) (target, e
 			Status: store.StatusAllocating, CreatedAt: now, UpdatedAt: now}); err != nil {
 			return target{pid: pid}, err
 		}
+		s.emit(Event{Type: EventProcessCreated, App: app.Name, PID: pid, Status: store.StatusAllocating})
 	}
 	if l := s.lookupLive(app.Name, pid); l != nil && isReady(l) && !l.isStopping() {
 		return s.localTarget(ctx, l)

@@ -302,6 +302,8 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 		if l != nil {
 			s.metrics.takeovers.Inc()
 			s.log.Info("process taken over", "app", rec.App, "pid", rec.PID, "generation", rec.Generation)
+			s.emit(Event{Type: EventProcessTakenOver, App: rec.App, PID: rec.PID, Generation: rec.Generation, Status: stored.Status,
+				Reason: "its owner replica " + ownerName(rec) + " went away; it still ran"})
 			s.goBackground(func(ctx context.Context) { s.tellOwner(ctx, l) })
 		}
 		return nil
@@ -318,7 +320,7 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 			}
 		}
 	}
-	_, err := s.updateRecord(ctx, rec.App, rec.PID, func(p *store.Process) error {
+	ended, err := s.updateRecord(ctx, rec.App, rec.PID, func(p *store.Process) error {
 		if p.Owner != rec.Owner || p.Generation != rec.Generation {
 			return errTakenMeanwhile
 		}
@@ -333,8 +335,22 @@ func (s *Server) takeOver(ctx context.Context, app store.App, rec store.Process,
 	}
 	if err == nil {
 		s.bumpEpoch(ctx, rec.App)
+		e := Event{Type: EventProcessTakenOver, App: rec.App, PID: rec.PID, Generation: rec.Generation, Status: ended.Status,
+			Reason: fmt.Sprintf("its owner replica %s went away while it was %s", ownerName(rec), rec.Status)}
+		if ended.Status == store.StatusFailed {
+			e.Type = EventProcessFailed
+		}
+		s.emit(e)
 	}
 	return err
+}
+
+// ownerName names rec's owner for an event: a replica id, or "(none)".
+func ownerName(rec store.Process) string {
+	if rec.Owner == "" {
+		return "(none)"
+	}
+	return rec.Owner
 }
 
 var errTakenMeanwhile = errors.New("record changed meanwhile")

@@ -252,10 +252,13 @@ func (s *Server) claim(ctx context.Context, app store.App, pid string) (*live, e
 // for it to register. It runs detached from the request that asked for it,
 // so a caller giving up does not leave a process half-started.
 func (s *Server) start(app store.App, l *live, rec store.Process) {
+	began := time.Now()
 	ctx, cancel := context.WithTimeout(s.bgCtx, s.cfg.StartTimeout)
 	defer cancel()
 	err := s.startProcess(ctx, app, l, rec)
-	if err != nil {
+	if err == nil {
+		s.emit(activated(rec, l.gen, time.Since(began)))
+	} else {
 		if !errors.Is(err, errTakenMeanwhile) {
 			s.log.Warn("process start failed", "app", app.Name, "pid", l.pid, "err", err)
 		}
@@ -263,12 +266,28 @@ func (s *Server) start(app store.App, l *live, rec store.Process) {
 		if h := l.backendHandle(); h.ID != "" {
 			_ = s.cfg.Backend.Kill(context.WithoutCancel(ctx), h)
 		}
-		if errs.CodeOf(err) != errs.NotFound && !errors.Is(err, errTakenMeanwhile) {
-			s.endRecord(context.WithoutCancel(ctx), l, store.StatusFailed)
+		if errs.CodeOf(err) != errs.NotFound && !errors.Is(err, errTakenMeanwhile) &&
+			s.endRecord(context.WithoutCancel(ctx), l, store.StatusFailed) {
+			s.emit(Event{Type: EventProcessFailed, App: l.app, PID: l.pid, Generation: l.gen, Status: store.StatusFailed,
+				DurationNanos: int64(time.Since(began)), Reason: "start: " + err.Error()})
 		}
 	}
 	l.startErr = err
 	close(l.ready)
+}
+
+// activated is the event of generation gen's activation from rec, the
+// record as it was before: started afresh, swapped in from the snapshot of
+// a swap-out, or restored from the last snapshot of a failed generation.
+func activated(rec store.Process, gen uint64, took time.Duration) Event {
+	e := Event{Type: EventProcessStarted, App: rec.App, PID: rec.PID, Generation: gen, Status: store.StatusActive, DurationNanos: int64(took)}
+	if rec.Snapshot != "" {
+		e.Type, e.Bytes = EventProcessRestored, rec.SnapshotBytes
+		if rec.Status == store.StatusSwapped {
+			e.Type = EventProcessSwappedIn
+		}
+	}
+	return e
 }
 
 func (s *Server) startProcess(ctx context.Context, app store.App, l *live, rec store.Process) error {
@@ -412,7 +431,7 @@ func (s *Server) watchExit(l *live, h backend.Handle) {
 			return // shutting down: the process is not ours to watch any more
 		}
 		s.log.Debug("process ended", "app", l.app, "pid", l.pid, "generation", l.gen, "exit", exit.Reason)
-		s.processExited(l)
+		s.processExited(l, exit.Reason)
 	})
 }
 
@@ -508,8 +527,9 @@ func (s *Server) updateOwned(ctx context.Context, l *live, change func(*store.Pr
 }
 
 // endRecord writes the end of l's generation: status swapped or failed, no
-// address, no owner (the lease is released).
-func (s *Server) endRecord(ctx context.Context, l *live, status string) {
+// address, no owner (the lease is released). It reports whether it wrote
+// it: not if the record is gone or another replica took it meanwhile.
+func (s *Server) endRecord(ctx context.Context, l *live, status string) bool {
 	_, err := s.updateOwned(ctx, l, func(p *store.Process) {
 		p.Status = status
 		p.Address = ""
@@ -518,10 +538,12 @@ func (s *Server) endRecord(ctx context.Context, l *live, status string) {
 	switch {
 	case err == nil:
 		s.bumpEpoch(ctx, l.app)
+		return true
 	case errors.Is(err, errTakenMeanwhile), errors.Is(err, errs.ErrNotFound):
 	default:
 		s.log.Error("write process status", "app", l.app, "pid", l.pid, "status", status, "err", err)
 	}
+	return false
 }
 
 func (s *Server) bumpEpoch(ctx context.Context, app string) {
@@ -574,14 +596,22 @@ func (s *Server) swapOut(ctx context.Context, l *live) error {
 			err = fmt.Errorf("%w: process %s/%s exited without a snapshot (see its log)", errs.ErrInternal, l.app, l.pid)
 		}
 	}
-	s.endRecord(ctx, l, status)
+	ended := s.endRecord(ctx, l, status)
 	s.forget(l)
+	took := time.Since(start)
 	s.metrics.swapOuts.WithLabelValues(l.app, status).Inc()
-	s.metrics.swapOutSeconds.WithLabelValues(l.app).Observe(time.Since(start).Seconds())
+	s.metrics.swapOutSeconds.WithLabelValues(l.app).Observe(took.Seconds())
 	if swapped {
 		s.metrics.swapOutBytes.WithLabelValues(l.app).Add(float64(finalBytes))
 	}
-	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "generation", l.gen, "status", status, "took", time.Since(start))
+	s.log.Info("process swapped out", "app", l.app, "pid", l.pid, "generation", l.gen, "status", status, "took", took)
+	if ended {
+		e := Event{Type: EventProcessSwappedOut, App: l.app, PID: l.pid, Generation: l.gen, Status: status, Bytes: finalBytes, DurationNanos: int64(took)}
+		if !swapped {
+			e.Type, e.Bytes, e.Reason = EventProcessFailed, 0, "swap-out: "+err.Error()
+		}
+		s.emit(e)
+	}
 	return err
 }
 
@@ -642,8 +672,9 @@ func (s *Server) stopAll(ctx context.Context) {
 	wg.Wait()
 }
 
-// processExited handles the end of l's process, as the backend reported it.
-func (s *Server) processExited(l *live) {
+// processExited handles the end of l's process, as the backend reported it
+// (why, for the event).
+func (s *Server) processExited(l *live, why string) {
 	l.exitOnce.Do(func() { close(l.exited) })
 	l.mu.Lock()
 	stopping := l.stopping
@@ -656,9 +687,12 @@ func (s *Server) processExited(l *live) {
 	if stopping || l.startErr != nil {
 		return
 	}
-	s.log.Warn("process exited unexpectedly", "app", l.app, "pid", l.pid, "generation", l.gen)
+	s.log.Warn("process exited unexpectedly", "app", l.app, "pid", l.pid, "generation", l.gen, "exit", why)
 	s.forget(l)
-	s.endRecord(context.Background(), l, store.StatusFailed)
+	if s.endRecord(context.Background(), l, store.StatusFailed) {
+		s.emit(Event{Type: EventProcessFailed, App: l.app, PID: l.pid, Generation: l.gen, Status: store.StatusFailed,
+			Reason: "exited unexpectedly: " + why})
+	}
 }
 
 // sweep marks processes failed whose heartbeats stopped.
@@ -690,7 +724,10 @@ func (s *Server) sweep(ctx context.Context) {
 		for _, l := range silent {
 			s.log.Warn("process silent, marking failed", "app", l.app, "pid", l.pid, "timeout", limit)
 			s.kill(ctx, l)
-			s.endRecord(ctx, l, store.StatusFailed)
+			if s.endRecord(ctx, l, store.StatusFailed) {
+				s.emit(Event{Type: EventProcessFailed, App: l.app, PID: l.pid, Generation: l.gen, Status: store.StatusFailed,
+					Reason: fmt.Sprintf("no heartbeat for %s", limit)})
+			}
 		}
 	}
 }

@@ -81,6 +81,9 @@ func (s *Server) createProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
+	if status == http.StatusCreated {
+		s.emit(Event{Type: EventProcessCreated, App: app.Name, PID: req.PID, Status: store.StatusAllocating})
+	}
 	if _, err := s.pick(r.Context(), app, req.PID); err != nil {
 		writeError(w, s.log, err)
 		return
@@ -189,6 +192,7 @@ func (s *Server) removeProcess(ctx context.Context, p store.Process) error {
 	s.mu.Unlock()
 	s.bumpEpoch(ctx, p.App)
 	s.log.Info("process deleted", "app", p.App, "pid", p.PID)
+	s.emit(Event{Type: EventProcessDeleted, App: p.App, PID: p.PID, Generation: p.Generation})
 	return nil
 }
 

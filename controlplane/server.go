@@ -187,9 +187,10 @@ func (c *Config) Validate() error {
 // Server is a control plane.
 //
 // Lock order: a process's backup lock (backup.go), then metrics.mu
-// (metrics.go), then Server.mu, then a live's mu, then an appWatch's mu. No
-// lock is held across a store call or network I/O except the backup lock,
-// which orders a process's backup queue.
+// (metrics.go), then Server.mu, then a live's mu, then an appWatch's mu.
+// The event log's mu is a leaf: nothing is taken under it. No lock is held
+// across a store call or network I/O except the backup lock, which orders
+// a process's backup queue.
 type Server struct {
 	cfg Config
 	log *slog.Logger
@@ -216,8 +217,9 @@ type Server struct {
 	replicaHTTP *http.Client
 	dataTLS     *tls.Config
 
-	keys   keyCache // API keys recently verified; see auth.go
-	tokens *issuer  // signs and verifies tokens; see tokens.go
+	keys   keyCache  // API keys recently verified; see auth.go
+	tokens *issuer   // signs and verifies tokens; see tokens.go
+	events *eventLog // recent events; see events.go
 
 	// leaseUntil is when this replica's lease ends unless renewed (unix
 	// nanos); past it, the replica acts for no process. See lease.go.
@@ -251,6 +253,7 @@ func New(cfg Config) (*Server, error) {
 		watches: make(map[string]*appWatch), peers: make(map[string]*client.DataConn),
 		keys:     keyCache{byID: make(map[string]cachedKey)},
 		tokens:   newIssuer(cfg.SigningKey),
+		events:   newEventLog(),
 		payloads: byteBudget{max: cfg.MaxRequestBytes},
 		logs:     newLogStore(cfg.LogDir, cfg.MaxLogBytes),
 		stopping: make(chan struct{})}
@@ -339,6 +342,9 @@ func (s *Server) routes() {
 	} else {
 		m.HandleFunc("GET /metrics", s.authed(adminOnly, s.serveMetrics().ServeHTTP))
 	}
+	m.HandleFunc("GET /v1/events", s.authed(anyCaller, s.listEvents))
+	m.HandleFunc("GET /v1/status", s.authed(anyCaller, s.getStatus))
+	s.uiRoutes(m)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	s.internalRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

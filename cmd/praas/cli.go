@@ -96,7 +96,7 @@ https:// endpoint's certificate is checked against $PRAAS_CA (--ca) if set.`,
 	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON instead of tables")
 	root.PersistentFlags().StringVar(&c.ca, "ca", os.Getenv(EnvCA), "PEM file of the CA that signed an https:// control plane's certificate, trusted instead of the system's (default $"+EnvCA+")")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return c.loadCA() }
-	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.logsCmd(), c.sendCmd(), c.keyCmd(), c.usageCmd(), c.loginCmd(), withPython(c.runProcessCmd()))
+	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.logsCmd(), c.sendCmd(), c.keyCmd(), c.usageCmd(), c.loginCmd(), c.statusCmd(), withPython(c.runProcessCmd()))
 	root.SetArgs(args)
 	root.SetIn(c.stdin)
 	root.SetOut(c.stdout)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/errs"
 )
 
 func (c *cli) statusCmd() *cobra.Command {
@@ -20,7 +20,7 @@ func (c *cli) statusCmd() *cobra.Command {
 		Long: `Show what the control plane at $PRAAS_ENDPOINT sees: the control-plane replicas
 sharing its metadata store and whether their leases hold, the number of
 applications, the processes by status, and whether the metadata and swap
-stores answer. The exit status is 1 if a store does not answer. With an
+stores answer. The exit status is 7 (retryable) if a store does not answer. With an
 application's key, the counts are those of that application.`,
 		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
@@ -28,12 +28,8 @@ application's key, the counts are those of that application.`,
 			if err != nil {
 				return err
 			}
-			if c.json {
-				if err := c.printJSON(st); err != nil {
-					return err
-				}
-			} else {
-				c.printStatus(st)
+			if err := c.print(st, func(io.Writer) { c.printStatus(st) }); err != nil {
+				return err
 			}
 			return unhealthy(st)
 		},
@@ -52,7 +48,8 @@ func unhealthy(st client.Status) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	return errors.New(strings.Join(bad, "; "))
+	// Unavailable: exit 7, retryable, as for a control plane that is down.
+	return errs.New(errs.Unavailable, strings.Join(bad, "; "))
 }
 
 func (c *cli) printStatus(st client.Status) {
@@ -68,7 +65,10 @@ func (c *cli) printStatus(st client.Status) {
 		for _, r := range st.Replicas {
 			state := "live"
 			if !r.Live {
-				state = "expired " + now.Sub(r.Expires).Round(time.Second).String() + " ago"
+				state = "expired"
+				if !r.Expires.IsZero() {
+					state += " " + now.Sub(r.Expires).Round(time.Second).String() + " ago"
+				}
 			}
 			fmt.Fprintf(w, "  %s\t%s  %s\n", r.ID, r.URL, state)
 		}
@@ -108,5 +108,5 @@ func storeLine(h client.StoreHealth) string {
 	case !h.Healthy:
 		return "UNHEALTHY: " + h.Error
 	}
-	return "ok (" + time.Duration(h.LatencyNanos).Round(10*time.Microsecond).String() + ")"
+	return "ok (" + time.Duration(h.LatencyNanos).Round(time.Microsecond).String() + ")"
 }

@@ -213,6 +213,7 @@
         p.status = e.status;
         if (e.generation) p.generation = Math.max(p.generation || 0, e.generation);
         if (e.status !== 'active') p.address = '';
+        if (e.type === 'process.swapped_out' && e.bytes) p.snapshot_bytes = e.bytes;
       }
     }
     render();
@@ -312,8 +313,34 @@
         h('h3', {}, app.name),
         h('span', { class: 'meta' }, 'image ' + app.image),
         h('span', { class: 'meta' }, procs.length + ' process' + (procs.length === 1 ? '' : 'es') + (summary ? ': ' + summary : ''))),
+      renderUsage(state.usage.get(app.name)),
       procs.length ? renderProcesses(app.name, procs) : h('p', { class: 'empty' }, 'No processes.'),
       procs.length ? renderCharts(app.name, procs) : null);
+  }
+
+  // renderUsage is the app's billed usage since its creation, from
+  // GET /v1/apps/{app}/usage (absent from control planes without it).
+  function renderUsage(u) {
+    if (!u || !u.totals) return null;
+    const t = u.totals;
+    const item = (label, value) => h('span', { class: 'usage-item' }, h('span', { class: 'label' }, label), ' ', value);
+    return h('div', { class: 'usage', title: 'billed usage since the app was created (GET /v1/apps/{app}/usage)' },
+      item('invocations', fmtCount(t.invocations || 0)),
+      item('compute', fmtDuration(t.compute_ns || 0)),
+      item('state', fmtGiBs(t.state_gib_seconds || 0)),
+      item('in / out', fmtBytes(t.bytes_in || 0) + ' / ' + fmtBytes(t.bytes_out || 0)),
+      item('swap held', fmtBytes(t.swap_bytes_held || 0)),
+      item('swap', fmtGiBs(t.swap_gib_seconds || 0)));
+  }
+
+  // usageRows are the per-process figures the charts draw: the usage
+  // route's when the control plane serves it, else the records' counters.
+  function usageRows(app, procs) {
+    const u = state.usage.get(app);
+    if (u && Array.isArray(u.processes)) {
+      return u.processes.map((r) => ({ pid: r.pid, invocations: r.invocations || 0, busy: r.compute_ns || 0 }));
+    }
+    return procs.map((p) => ({ pid: p.pid, invocations: (p.usage && p.usage.invocations) || 0, busy: (p.usage && p.usage.busy_ns) || 0 }));
   }
 
   function renderProcesses(app, procs) {
@@ -362,9 +389,10 @@
   // --- charts (inline SVG) ----------------------------------------------------------
 
   function renderCharts(app, procs) {
+    const rows = usageRows(app, procs);
     return h('div', { class: 'charts' },
-      barChart('Invocations per process', procs.map((p) => [p.pid, (p.usage && p.usage.invocations) || 0]), fmtCount, 'bar'),
-      barChart('Busy time per process', procs.map((p) => [p.pid, (p.usage && p.usage.busy_ns) || 0]), fmtDuration, 'bar-busy'),
+      barChart('Invocations per process', rows.map((r) => [r.pid, r.invocations]), fmtCount, 'bar'),
+      barChart('Compute time per process', rows.map((r) => [r.pid, r.busy]), fmtDuration, 'bar-busy'),
       rateChart(state.samples.get(app) || []));
   }
 
@@ -443,6 +471,11 @@
   function fmtBytesOrDash(n) { return n === null ? '–' : fmtBytes(n); }
 
   function fmtCount(n) { return n.toLocaleString('en-US'); }
+
+  function fmtGiBs(v) {
+    if (!v) return '0 GiB·s';
+    return (v < 0.01 ? v.toExponential(1) : v.toFixed(v < 10 ? 2 : 0)) + ' GiB·s';
+  }
 
   function fmtDuration(ns) {
     if (!ns) return '0';

@@ -388,8 +388,10 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if isLive {
+		l.keepReport(rep.Metrics) // the final report's are the generation's totals
+	}
 	if rep.Final && isLive {
-		l.keepReport(rep.Metrics)
 		l.mu.Lock()
 		l.swapped = true
 		l.finalBytes = rep.Bytes

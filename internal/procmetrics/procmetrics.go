@@ -86,7 +86,8 @@ type Stats struct {
 // Record counts one invocation that took d and ended with code (errs.Unknown
 // means it succeeded: nil errors have no code).
 func (s *Stats) Record(d time.Duration, failed bool, code errs.Code) {
-	s.count.Add(1)
+	s.count.Add(1) // before the bucket: see Series
+
 	s.sumNanos.Add(uint64(max(d, 0)))
 	s.buckets[BucketOf(d)].Add(1)
 	if failed {
@@ -101,13 +102,16 @@ func (s *Stats) Record(d time.Duration, failed bool, code errs.Code) {
 func (s *Stats) Count() uint64 { return s.count.Load() }
 
 // Series reads the counters as a report series. Counters read one by one
-// while invocations end may be a call apart; each stays monotonic.
+// while invocations end may be a call apart; each stays monotonic. The
+// buckets are read before the count, which Record adds to first, so the
+// count is never below the buckets' sum (a histogram's +Inf bucket is its
+// count).
 func (s *Stats) Series(function string, path Path) Series {
-	out := Series{Function: function, Path: path.String(),
-		Count: s.count.Load(), SumNanos: s.sumNanos.Load(), Buckets: make([]uint64, NumBuckets)}
+	out := Series{Function: function, Path: path.String(), Buckets: make([]uint64, NumBuckets)}
 	for i := range s.buckets {
 		out.Buckets[i] = s.buckets[i].Load()
 	}
+	out.Count, out.SumNanos = s.count.Load(), s.sumNanos.Load()
 	for c := range s.errors {
 		if n := s.errors[c].Load(); n > 0 {
 			if out.Errors == nil {

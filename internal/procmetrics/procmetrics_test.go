@@ -58,7 +58,24 @@ func TestStatsConcurrent(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	// Read meanwhile, a series never has more in its buckets than its count.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for reading := true; reading; {
+		select {
+		case <-done:
+			reading = false
+		default:
+		}
+		r := s.Series("f", Local)
+		var sum uint64
+		for _, n := range r.Buckets {
+			sum += n
+		}
+		if sum > r.Count {
+			t.Fatalf("buckets hold %d, count is %d", sum, r.Count)
+		}
+	}
 	got := s.Series("f", Local)
 	var inBuckets uint64
 	for _, n := range got.Buckets {

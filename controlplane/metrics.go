@@ -173,21 +173,18 @@ func (m *serverMetrics) delivered(app, pid string) {
 	m.mu.Unlock()
 }
 
-// maxReportSeries bounds the series one report may add: a process names
-// its functions, and a broken or hostile one must not grow the control
-// plane's memory or the scrape without end.
-const maxReportSeries = 1024
-
 // sanitizeReport drops the series of a report that could not come from a
 // runtime: unknown paths, invalid function names, malformed histograms,
-// and any past maxReportSeries.
+// and any past procmetrics.MaxSeries (a process names its functions, and a
+// broken or hostile one must not grow the control plane's memory or the
+// scrape without end).
 func sanitizeReport(r *procmetrics.Report) {
 	if r == nil {
 		return
 	}
 	kept := r.Invocations[:0]
 	for _, s := range r.Invocations {
-		if len(kept) == maxReportSeries {
+		if len(kept) == procmetrics.MaxSeries {
 			break
 		}
 		if !validPath(s.Path) || names.Function(s.Function) != nil || len(s.Buckets) != procmetrics.NumBuckets {

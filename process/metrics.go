@@ -84,7 +84,7 @@ func (rt *Runtime) metricsReport() *procmetrics.Report {
 				continue
 			}
 			for p := range fs.paths {
-				if fs.paths[p].Count() > 0 { // paths a function never came by are left out
+				if fs.paths[p].Count() > 0 && len(r.Invocations) < procmetrics.MaxSeries { // paths a function never came by are left out
 					r.Invocations = append(r.Invocations, fs.paths[p].Series(fs.name, procmetrics.Path(p)))
 				}
 			}

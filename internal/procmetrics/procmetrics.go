@@ -137,6 +137,12 @@ type Series struct {
 	Errors map[string]uint64 `json:"errors,omitempty"`
 }
 
+// MaxSeries bounds the series of one report: a runtime sends those of its
+// first MaxSeries function and path pairs, so a heartbeat stays well below
+// the control plane's bound on a request body, and the control plane takes
+// no more from one report.
+const MaxSeries = 1024
+
 // Report is what a process generation measured: cumulative counters since
 // it started, and gauges as of the report.
 type Report struct {

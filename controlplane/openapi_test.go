@@ -13,6 +13,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/proclog"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/memory"
 )
@@ -360,18 +362,21 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Key":       keyView{},
 		"Resources": store.Resources{},
 		"Usage":     store.Usage{},
+		// The observability routes'.
+		"AppUsage":     client.AppUsage{},
+		"ProcessUsage": client.ProcessUsage{},
+		"UsageFigures": client.UsageFigures{},
+		"Event":        Event{},
+		"Status":       statusView{},
+		"StoreHealth":  storeHealth{},
+		"LogLine":      proclog.Line{},
 	} {
 		schema := lookupRef(root, "#/components/schemas/"+name)
 		if schema == nil {
 			t.Errorf("%s has no schema %s", openAPIFile, name)
 			continue
 		}
-		var documented []string
-		if props := mapValue(schema, "properties"); props != nil {
-			for i := 0; i < len(props.Content); i += 2 {
-				documented = append(documented, props.Content[i].Value)
-			}
-		}
+		documented := schemaProperties(root, schema)
 		served := jsonFields(reflect.TypeOf(v))
 		for _, f := range served {
 			if !slices.Contains(documented, f) {
@@ -403,6 +408,28 @@ func jsonFields(t reflect.Type) []string {
 			name = f.Name
 		}
 		names = append(names, name)
+	}
+	return names
+}
+
+// schemaProperties returns the property names of a schema, with those of
+// the schemas it combines with allOf.
+func schemaProperties(root, schema *yaml.Node) []string {
+	if ref := mapValue(schema, "$ref"); ref != nil {
+		if schema = lookupRef(root, ref.Value); schema == nil {
+			return nil
+		}
+	}
+	var names []string
+	if props := mapValue(schema, "properties"); props != nil {
+		for i := 0; i < len(props.Content); i += 2 {
+			names = append(names, props.Content[i].Value)
+		}
+	}
+	if all := mapValue(schema, "allOf"); all != nil {
+		for _, part := range all.Content {
+			names = append(names, schemaProperties(root, part)...)
+		}
 	}
 	return names
 }

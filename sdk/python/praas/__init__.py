@@ -31,6 +31,8 @@ import asyncio
 import contextvars
 import inspect
 import json
+import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
@@ -57,6 +59,7 @@ __all__ = [
     "pid",
     "app",
     "triggered",
+    "logger",
 ]
 
 SELF = "@self"
@@ -211,6 +214,43 @@ def pid() -> str:
 def app() -> str:
     """This process's application."""
     return _proc.app
+
+
+class _LogFormatter(logging.Formatter):
+    """Formats records as the Go SDK's logger does: key=value text, no time
+    (the process log stamps every line)."""
+
+    def __init__(self, function: str) -> None:
+        super().__init__()
+        self.function = function
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if msg == "" or any(c in msg for c in ' "=\n'):
+            msg = json.dumps(msg)
+        line = f"level={record.levelname} msg={msg} app={_proc.app} pid={_proc.pid}"
+        if self.function:
+            line += f" function={self.function}"
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+def logger(function: str = "") -> logging.Logger:
+    """A logger whose records go to the process log (the worker's stderr,
+    which praas logs shows), one line each, as
+    ``level=INFO msg=... app=A pid=P function=F``. print() and the logging
+    module's own handlers reach the process log too; this one formats as
+    the Go SDK's logger does."""
+    log = logging.getLogger("praas.function." + function if function else "praas.process")
+    with _registry_lock:
+        if not log.handlers:
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(_LogFormatter(function))
+            log.addHandler(h)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+    return log
 
 
 def triggered() -> Optional[Trigger]:

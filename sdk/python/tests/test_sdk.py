@@ -195,6 +195,26 @@ class WorkerTest(unittest.TestCase):
 
 
 class APITest(unittest.TestCase):
+    def test_logger(self) -> None:
+        import io
+        import logging
+
+        praas._proc.app, praas._proc.pid = "demo", "p1"
+        log = praas.logger("resize")
+        self.assertIs(log, praas.logger("resize"))
+        handler = log.handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        out = io.StringIO()
+        handler.setStream(out)
+        log.info("resizing")
+        log.warning("two words")
+        log.debug("not shown")
+        self.assertEqual(
+            out.getvalue(),
+            "level=INFO msg=resizing app=demo pid=p1 function=resize\n"
+            'level=WARNING msg="two words" app=demo pid=p1 function=resize\n',
+        )
+
     def test_constants(self) -> None:
         self.assertEqual(praas.ANY, "@any")
         self.assertEqual(praas.SELF, "@self")

@@ -77,7 +77,9 @@ func (o *Output) Close(ctx context.Context, rt *Runtime) {
 	if o == nil {
 		return
 	}
-	o.capture.Close(logCloseWait)
+	if o.capture != nil {
+		o.capture.Close(logCloseWait)
+	}
 	if rt == nil || rt.cfg.Logs == nil || rt.cfg.ControlPlane == "" {
 		return
 	}

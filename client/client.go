@@ -83,6 +83,12 @@ type Process struct {
 	// Owner is the control-plane replica that runs the process (empty while
 	// nobody does: swapped, failed).
 	Owner string `json:"owner,omitempty"`
+	// StateBytes (keys and values in its state), MailboxMessages (unread)
+	// and MailboxBytes are the running process's, from its latest
+	// heartbeat: set while it is active, by the replica that owns it.
+	StateBytes      *int64 `json:"state_bytes,omitempty"`
+	MailboxMessages *int64 `json:"mailbox_messages,omitempty"`
+	MailboxBytes    *int64 `json:"mailbox_bytes,omitempty"`
 }
 
 // Client talks to one control plane.

@@ -17,6 +17,12 @@ import (
 type processView struct {
 	store.Process
 	Token string `json:"token,omitempty"`
+	// StateBytes, MailboxMessages and MailboxBytes are gauges of the running
+	// process from its latest heartbeat, given by the replica that owns it
+	// (and only when processes report metrics).
+	StateBytes      *int64 `json:"state_bytes,omitempty"`
+	MailboxMessages *int64 `json:"mailbox_messages,omitempty"`
+	MailboxBytes    *int64 `json:"mailbox_bytes,omitempty"`
 }
 
 func (s *Server) viewProcess(app store.App, p store.Process) processView {
@@ -24,7 +30,11 @@ func (s *Server) viewProcess(app store.App, p store.Process) processView {
 	if l := s.lookupLive(p.App, p.PID); l != nil {
 		l.mu.Lock()
 		v.Usage = l.usage // fresher than the record, which is saved every few seconds
+		rep := l.report
 		l.mu.Unlock()
+		if rep != nil && p.Status == store.StatusActive { // reports are not changed once kept
+			v.StateBytes, v.MailboxMessages, v.MailboxBytes = &rep.StateBytes, &rep.MailboxMessages, &rep.MailboxBytes
+		}
 	}
 	if p.Status == store.StatusActive {
 		v.Token = s.clientToken(app.Name, p.PID)

@@ -102,6 +102,11 @@ func TestDashboard(t *testing.T) {
 		}
 		return true
 	})
+	// An active process's state size and mailbox come with its heartbeats.
+	waitForPage(t, page, "demo/busy's state size and mailbox", func(rows map[string]pageRow) bool {
+		r := rows["demo/busy"]
+		return strings.HasSuffix(r.State, " B") && r.Mailbox == "0"
+	})
 	rows := pageRows(t, page)
 	if r := rows["demo/busy"]; r.Invocations != "5" || r.Address == "–" || r.Generation != "1" {
 		t.Fatalf("demo/busy shows %+v: want 5 invocations, an address, generation 1", r)
@@ -130,12 +135,14 @@ func TestDashboard(t *testing.T) {
 	// document survives, and the swap is in the list of recent swaps,
 	// which only the event stream fills.
 	eval(`window.notReloaded = true`)
-	if _, err := c.SwapProcess(ctx, "demo", "target"); err != nil {
+	swapped, err := c.SwapProcess(ctx, "demo", "target")
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitForPage(t, page, "demo/target swapped", func(rows map[string]pageRow) bool {
+	snapshotSize := fmt.Sprintf("%d B", swapped.SnapshotBytes)
+	waitForPage(t, page, "demo/target swapped, its snapshot's size as its state", func(rows map[string]pageRow) bool {
 		r := rows["demo/target"]
-		return r.Status == "swapped" && r.Badge == "swapped" && r.Address == "–" && strings.HasSuffix(r.State, " B")
+		return r.Status == "swapped" && r.Badge == "swapped" && r.Address == "–" && r.State == snapshotSize && r.Mailbox == "–"
 	})
 	if !eval(`window.notReloaded === true`) {
 		t.Fatal("the page was reloaded")
@@ -233,7 +240,7 @@ func openBrowser(t *testing.T, browser string) (context.Context, func() []string
 
 // pageRow is one process row of the dashboard as it reads.
 type pageRow struct {
-	Status, Badge, Address, Generation, State, Invocations string
+	Status, Badge, Address, Generation, State, Mailbox, Invocations string
 }
 
 // pageRows reads the process rows of the page, by app/pid.
@@ -244,7 +251,8 @@ func pageRows(t *testing.T, page context.Context) map[string]pageRow {
 			const td = tr.querySelectorAll('td');
 			return [tr.closest('article').dataset.app + '/' + tr.dataset.pid, {
 				Status: tr.dataset.status, Badge: td[1].textContent, Address: td[2].textContent,
-				Generation: td[3].textContent, State: td[4].textContent, Invocations: td[7].textContent}];
+				Generation: td[3].textContent, State: td[4].textContent, Mailbox: td[5].textContent,
+				Invocations: td[7].textContent}];
 		}))`))
 	if err != nil {
 		t.Fatalf("read the page: %v", err)

@@ -212,7 +212,13 @@
       if (p) {
         p.status = e.status;
         if (e.generation) p.generation = Math.max(p.generation || 0, e.generation);
-        if (e.status !== 'active') p.address = '';
+        if (e.status !== 'active') {
+          // What only a running process has goes with it.
+          p.address = '';
+          delete p.state_bytes;
+          delete p.mailbox_messages;
+          delete p.mailbox_bytes;
+        }
         if (e.type === 'process.swapped_out' && e.bytes) p.snapshot_bytes = e.bytes;
       }
     }
@@ -356,7 +362,7 @@
         h('td', { class: 'addr' }, p.address || '–'),
         h('td', { class: 'num' }, p.generation || 0),
         h('td', { class: 'num', title: stateTitle(p) }, fmtBytesOrDash(stateBytes(p))),
-        h('td', { class: 'num' }, mailboxDepth(p)),
+        h('td', { class: 'num', title: typeof p.mailbox_bytes === 'number' ? fmtBytes(p.mailbox_bytes) : '' }, mailboxDepth(p)),
         h('td', { title: p.last_active || '' }, fmtAgo(p.last_active)),
         h('td', { class: 'num' }, fmtCount(u.invocations || 0)),
         h('td', { class: 'num' }, fmtDuration(u.busy_ns || 0)),
@@ -374,16 +380,13 @@
   }
 
   function stateTitle(p) {
-    return typeof p.state_bytes === 'number' ? 'state size' : 'size of the last snapshot';
+    return typeof p.state_bytes === 'number' ? 'state size (keys and values)' : 'size of the last snapshot';
   }
 
+  // mailboxDepth is the unread messages of an active process, as its owner
+  // replica reports them.
   function mailboxDepth(p) {
-    for (const k of ['mailbox_depth', 'mailbox']) {
-      const v = p[k];
-      if (typeof v === 'number') return fmtCount(v);
-      if (v && typeof v.messages === 'number') return fmtCount(v.messages);
-    }
-    return '–';
+    return typeof p.mailbox_messages === 'number' ? fmtCount(p.mailbox_messages) : '–';
   }
 
   // --- charts (inline SVG) ----------------------------------------------------------

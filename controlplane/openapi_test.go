@@ -433,3 +433,34 @@ func schemaProperties(root, schema *yaml.Node) []string {
 	}
 	return names
 }
+
+// The security docs/openapi.yaml gives each route holds: a route it says
+// needs no key (security: []) answers without one, and every other route
+// answers 401 without one when authentication is on.
+func TestOpenAPISecurity(t *testing.T) {
+	doc, _ := readOpenAPI(t)
+	s, err := New(Config{Metadata: memory.New(), Backend: newFakeBackend(t, nil), SigningKey: testSigningKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, item := range doc.Paths {
+		for _, m := range openAPIMethods {
+			op, ok := item[m]
+			if !ok {
+				continue
+			}
+			sec := mapValue(&op, "security")
+			public := sec != nil && sec.Kind == yaml.SequenceNode && len(sec.Content) == 0
+			method := strings.ToUpper(m)
+			req := httptest.NewRequest(method, pathParam.ReplaceAllString(path, "x"), strings.NewReader("{}"))
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, req)
+			switch {
+			case public && rec.Code == http.StatusUnauthorized:
+				t.Errorf("%s %s: %s says it needs no key, but it answers 401 without one", method, path, openAPIFile)
+			case !public && rec.Code != http.StatusUnauthorized:
+				t.Errorf("%s %s: answers %d without a key; %s says it needs one (give it security: [] if it does not)", method, path, rec.Code, openAPIFile)
+			}
+		}
+	}
+}

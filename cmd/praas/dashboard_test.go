@@ -31,7 +31,7 @@ import (
 // milliseconds.
 func TestDashboard(t *testing.T) {
 	browser := testenv.Chromium(t)
-	startControlPlane(t, t.TempDir(), "--heartbeat-timeout", "2s", "--isolation", "none")
+	startControlPlane(t, t.TempDir(), "--heartbeat-timeout", "2s", "--isolation", "none", "--start-timeout", "5m")
 	c := testClient()
 	ctx := context.Background()
 
@@ -53,7 +53,8 @@ func TestDashboard(t *testing.T) {
 	waitFor(t, 10*time.Second, "crashed marked failed", func() bool { return processStatus(t, "demo", "crashed").Status == "failed" })
 
 	// An image that never registers keeps its process allocating until the
-	// start timeout; it is deleted before the control plane stops.
+	// start timeout (longer than the test); it is deleted before the
+	// control plane stops.
 	never := filepath.Join(t.TempDir(), "never-registers")
 	if err := os.WriteFile(never, []byte("#!/bin/sh\nexec sleep 300\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -122,14 +123,14 @@ func TestDashboard(t *testing.T) {
 		}
 		return v
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !regexp.MustCompile(`invocations 5(\D|$)`).MatchString(usageText()) {
 		if time.Now().After(deadline) {
 			t.Fatalf("demo's usage line says %q, want 5 invocations", usageText())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor(t, 10*time.Second, "event stream live", func() bool { return eval(`document.body.dataset.stream === 'live'`) })
+	waitFor(t, 30*time.Second, "event stream live", func() bool { return eval(`document.body.dataset.stream === 'live'`) })
 
 	// A swap made elsewhere shows without a reload: the marker set on this
 	// document survives, and the swap is in the list of recent swaps,
@@ -147,7 +148,7 @@ func TestDashboard(t *testing.T) {
 	if !eval(`window.notReloaded === true`) {
 		t.Fatal("the page was reloaded")
 	}
-	waitFor(t, 10*time.Second, "the swap of demo/target among the recent swaps", func() bool {
+	waitFor(t, 30*time.Second, "the swap of demo/target among the recent swaps", func() bool {
 		return eval(`document.querySelector('#swaps li[data-type="process.swapped_out"][data-app="demo"][data-pid="target"]') !== null`)
 	})
 	if !eval(`document.querySelector('#swaps li[data-type="process.failed"][data-app="demo"][data-pid="crashed"]') !== null`) {
@@ -203,7 +204,7 @@ func openBrowser(t *testing.T, browser string) (context.Context, func() []string
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	page, cancelPage := chromedp.NewContext(allocCtx)
-	page, cancelTimeout := context.WithTimeout(page, 30*time.Second)
+	page, cancelTimeout := context.WithTimeout(page, 3*time.Minute)
 	t.Cleanup(func() { cancelTimeout(); cancelPage(); cancelAlloc() })
 
 	var mu sync.Mutex
@@ -262,7 +263,7 @@ func pageRows(t *testing.T, page context.Context) map[string]pageRow {
 
 func waitForPage(t *testing.T, page context.Context, what string, cond func(map[string]pageRow) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		rows := pageRows(t, page)
 		if cond(rows) {

@@ -57,6 +57,7 @@ type upConfig struct {
 	maxConnInflightBytes int64
 	writeTimeout         time.Duration
 	heartbeatTimeout     time.Duration
+	startTimeout         time.Duration
 	stopTimeout          time.Duration
 	idleTimeout          time.Duration
 	usageBucket          time.Duration
@@ -128,6 +129,7 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.Int64Var(&cfg.maxLogBytes, "max-log-bytes", controlplane.DefaultMaxLogBytes, "size at which a process's log file (--data/logs/APP/PID.log) is rotated to PID.log.1; one rotated file is kept")
 	f.IntVar(&cfg.maxProcesses, "max-processes-per-app", controlplane.DefaultMaxProcessesPerApp, "processes an application may have (any status); creating more is refused with 429")
 	f.DurationVar(&cfg.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a process is marked failed")
+	f.DurationVar(&cfg.startTimeout, "start-timeout", 30*time.Second, "how long a process may take to start and register before it is marked failed")
 	f.DurationVar(&cfg.stopTimeout, "stop-timeout", 60*time.Second, "how long a process may take to drain and swap out before it is killed")
 	f.DurationVar(&cfg.idleTimeout, "idle-timeout", 0, "swap out a process whose data plane was idle this long (0: never)")
 	f.DurationVar(&cfg.usageRetention, "usage-retention", controlplane.DefaultUsageRetention, "how long usage is kept in time buckets for `praas usage --since` windows; older buckets are deleted")
@@ -295,6 +297,7 @@ func (c *cli) up(cfg upConfig) error {
 		Backend:             be,
 		Logger:              log,
 		HeartbeatTimeout:    cfg.heartbeatTimeout,
+		StartTimeout:        cfg.startTimeout,
 		StopTimeout:         cfg.stopTimeout,
 		MaxPayload:          int64(cfg.maxPayload),
 		MaxProcesses:        cfg.maxProcesses,

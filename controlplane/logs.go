@@ -35,10 +35,12 @@ import (
 // this on disk).
 const DefaultMaxLogBytes = 16 << 20
 
-// Bounds of the ring a replica keeps per process for followers.
+// Bounds of the ring a replica keeps per process for followers: what a
+// follower may fall behind by. Small, since a replica may own thousands of
+// processes; history comes from the files.
 const (
-	followRingLines = 1024
-	followRingBytes = 256 << 10
+	followRingLines = 512
+	followRingBytes = 64 << 10
 )
 
 // logIdle is how long a process's ring stays in memory without new lines

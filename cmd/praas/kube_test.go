@@ -198,6 +198,23 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if _, err := ca.Invoke(ctx, app, "p1", "state-set", []byte("kept=across swaps")); err != nil {
 		t.Fatal(err)
 	}
+	// What a pod's process prints reaches its log, read through either
+	// replica (the one that does not own p2 forwards the read).
+	if _, err := ca.Invoke(ctx, app, "p2", "log", []byte("from a pod")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{ca, cb} {
+		waitFor(t, 30*time.Second, "p2's output in its log", func() bool {
+			found := 0
+			err := c.Logs(ctx, app, "p2", client.LogsOptions{}, func(l client.LogLine) error {
+				if (l.Stream == "stdout" && l.Line == "out: from a pod") || (l.Stream == "stderr" && l.Line == "err: from a pod") {
+					found++
+				}
+				return nil
+			})
+			return err == nil && found == 2
+		})
+	}
 
 	// Swap out through the other replica: the pod goes once the snapshot
 	// is in S3.

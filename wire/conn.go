@@ -14,8 +14,11 @@ import (
 // belongs to the receiver of the frame from then on.
 type Frame struct {
 	Header
-	Meta    []byte
+	Meta    []byte // without the trace context, if the frame carried one
 	Payload []byte
+	// Trace is the sender's trace context if Flags has FlagTraceContext,
+	// else zero.
+	Trace TraceContext
 }
 
 // Reader reads frames from a stream. It is not safe for concurrent use: a
@@ -69,11 +72,23 @@ func (r *Reader) NextInto(payloadBuf func(h Header, meta []byte) []byte) (Frame,
 		if err := r.full(body); err != nil {
 			return Frame{Header: h}, err
 		}
-		return Frame{Header: h, Meta: body[:h.MetaLen], Payload: body[h.MetaLen:]}, nil
+		f := Frame{Header: h, Meta: body[:h.MetaLen], Payload: body[h.MetaLen:]}
+		if h.Flags&FlagTraceContext != 0 {
+			if f.Meta, f.Trace, err = splitTrace(f.Meta); err != nil {
+				return Frame{Header: h}, err
+			}
+		}
+		return f, nil
 	}
 	meta := make([]byte, h.MetaLen)
 	if err := r.full(meta); err != nil {
 		return Frame{Header: h}, err
+	}
+	var trace TraceContext
+	if h.Flags&FlagTraceContext != 0 {
+		if meta, trace, err = splitTrace(meta); err != nil {
+			return Frame{Header: h}, err
+		}
 	}
 	payload := payloadBuf(h, meta)
 	if cap(payload) < payloadLen {
@@ -81,9 +96,9 @@ func (r *Reader) NextInto(payloadBuf func(h Header, meta []byte) []byte) (Frame,
 	}
 	payload = payload[:payloadLen]
 	if err := r.full(payload); err != nil {
-		return Frame{Header: h, Meta: meta, Payload: payload}, err
+		return Frame{Header: h, Meta: meta, Payload: payload, Trace: trace}, err
 	}
-	return Frame{Header: h, Meta: meta, Payload: payload}, nil
+	return Frame{Header: h, Meta: meta, Payload: payload, Trace: trace}, nil
 }
 
 func (r *Reader) full(p []byte) error {
@@ -160,10 +175,30 @@ func (w *Writer) armDeadline() {
 
 // WriteFrame writes one frame. meta and payload are not retained.
 func (w *Writer) WriteFrame(typ uint8, id uint64, meta, payload []byte) error {
-	if len(meta) > MaxMeta {
-		return fmt.Errorf("%w: metadata of %d bytes", ErrMalformed, len(meta))
+	return w.writeFrame(typ, id, meta, nil, payload)
+}
+
+// WriteTracedFrame writes a FrameInvoke or FrameMessage that carries the
+// trace context tc (FlagTraceContext). Only for peers that welcomed
+// version 3 or more: older ones refuse the flag.
+func (w *Writer) WriteTracedFrame(typ uint8, id uint64, meta []byte, tc *TraceContext, payload []byte) error {
+	if typ != FrameInvoke && typ != FrameMessage {
+		return fmt.Errorf("%w: trace context on frame type %d", ErrMalformed, typ)
 	}
-	body := len(meta) + len(payload)
+	return w.writeFrame(typ, id, meta, tc, payload)
+}
+
+func (w *Writer) writeFrame(typ uint8, id uint64, meta []byte, tc *TraceContext, payload []byte) error {
+	metaLen := len(meta)
+	var flags uint8
+	if tc != nil {
+		metaLen += TraceContextLen
+		flags = FlagTraceContext
+	}
+	if metaLen > MaxMeta {
+		return fmt.Errorf("%w: metadata of %d bytes", ErrMalformed, metaLen)
+	}
+	body := metaLen + len(payload)
 	if uint64(body) > 1<<32-1 {
 		return fmt.Errorf("%w: body of %d bytes", ErrTooLarge, body)
 	}
@@ -175,9 +210,12 @@ func (w *Writer) WriteFrame(typ uint8, id uint64, meta, payload []byte) error {
 		return w.err
 	}
 	var hdr [HeaderLen]byte
-	PutHeader(hdr[:], Header{BodyLen: uint32(body), Type: typ, MetaLen: uint16(len(meta)), ID: id})
+	PutHeader(hdr[:], Header{BodyLen: uint32(body), Type: typ, Flags: flags, MetaLen: uint16(metaLen), ID: id})
 	w.buf = append(w.buf, hdr[:]...)
 	w.buf = append(w.buf, meta...)
+	if tc != nil {
+		w.buf = tc.appendTo(w.buf)
+	}
 	if len(payload) >= directPayload {
 		// Header and payload leave in one writev, the payload from the caller's memory.
 		w.vec = [2][]byte{w.buf, payload}

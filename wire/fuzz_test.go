@@ -21,6 +21,9 @@ func FuzzReader(f *testing.F) {
 	_ = w.WriteFrame(FrameMessage, 2, Message{Source: "a", Key: "k"}.Encode(), []byte("m"))
 	_ = w.WriteFrame(FrameError, 3, EncodeCode(1), []byte("oops"))
 	_ = w.WriteFrame(FrameMessage, 4, Message{Source: "b", Key: "k", Queued: 7}.Encode(), []byte("q"))
+	tc := &TraceContext{TraceID: [16]byte{1, 2, 3}, SpanID: [8]byte{4, 5}, Flags: 1}
+	_ = w.WriteTracedFrame(FrameInvoke, 5, inv, tc, []byte("traced"))
+	_ = w.WriteTracedFrame(FrameMessage, 6, Message{Source: "c", Key: "k", Queued: 9}.Encode(), tc, []byte("t"))
 	f.Add(seed.Bytes())
 	f.Add([]byte{0, 0, 0, 1, 3, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 9})
 	f.Add([]byte{})
@@ -59,11 +62,19 @@ func FuzzReader(f *testing.F) {
 				_ = DecodeError(fr)
 			}
 			var out bytes.Buffer
-			if err := NewWriter(&out).WriteFrame(fr.Type, fr.ID, fr.Meta, fr.Payload); err != nil {
+			if fr.Flags&FlagTraceContext != 0 {
+				if !fr.Trace.IsValid() {
+					t.Fatalf("accepted an invalid trace context %+v", fr.Trace)
+				}
+				err = NewWriter(&out).WriteTracedFrame(fr.Type, fr.ID, fr.Meta, &fr.Trace, fr.Payload)
+			} else {
+				err = NewWriter(&out).WriteFrame(fr.Type, fr.ID, fr.Meta, fr.Payload)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			again, err := NewReader(&out, 1<<16).Next()
-			if err != nil || again.ID != fr.ID || !bytes.Equal(again.Payload, fr.Payload) {
+			if err != nil || again.ID != fr.ID || again.Flags != fr.Flags || again.Trace != fr.Trace || !bytes.Equal(again.Payload, fr.Payload) {
 				t.Fatalf("frame does not round-trip: %v", err)
 			}
 		}

@@ -8,7 +8,8 @@
 //	offset size field
 //	0      4    BodyLen  uint32, big endian: bytes after the header (meta + payload)
 //	4      1    Type     one of the Frame* constants
-//	5      1    Flags    reserved, must be 0
+//	5      1    Flags    FlagTraceContext on FrameInvoke and FrameMessage;
+//	                     every other bit is reserved and must be 0
 //	6      2    MetaLen  uint16: the first MetaLen bytes of the body are the
 //	                     type-specific metadata; the rest is the payload
 //	8      8    ID       request id chosen by the sender of a request; a reply
@@ -39,6 +40,12 @@
 //	                backup-queue sequence (uint64), which a process uses
 //	                to drop a queued message it already consumed; a frame
 //	                without it is read as before.
+//	3 (2026-12-01): FrameInvoke and FrameMessage may carry the caller's
+//	                trace context (FlagTraceContext: 25 bytes at the end of
+//	                the metadata). A sender sets it only on a connection
+//	                whose welcome said 3 or more, so version 2 peers, which
+//	                refuse any flag, never see it; frames without it are
+//	                read as before.
 package wire
 
 import (
@@ -48,7 +55,7 @@ import (
 )
 
 // Version is the highest protocol version this package speaks.
-const Version uint16 = 2
+const Version uint16 = 3
 
 // MinVersion is the lowest protocol version this package still accepts.
 const MinVersion uint16 = 2
@@ -100,6 +107,13 @@ const (
 	FramePong uint8 = 10
 )
 
+// FlagTraceContext marks a FrameInvoke or FrameMessage whose metadata ends
+// with the sender's trace context (TraceContextLen bytes, see
+// TraceContext): the W3C traceparent in binary. Reader strips it from
+// Frame.Meta into Frame.Trace, so the metadata decoders never see it.
+// Senders set it only towards peers that welcomed version 3 or more.
+const FlagTraceContext uint8 = 1 << 0
+
 // Header is a decoded frame header.
 type Header struct {
 	BodyLen uint32
@@ -134,11 +148,19 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Type < FrameHello || h.Type > FramePong {
 		return h, fmt.Errorf("%w: unknown frame type %d", ErrMalformed, h.Type)
 	}
-	if h.Flags != 0 {
+	if h.Flags&^FlagTraceContext != 0 {
 		return h, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, h.Flags)
 	}
 	if uint32(h.MetaLen) > h.BodyLen {
 		return h, fmt.Errorf("%w: meta length %d exceeds body length %d", ErrMalformed, h.MetaLen, h.BodyLen)
+	}
+	if h.Flags&FlagTraceContext != 0 {
+		if h.Type != FrameInvoke && h.Type != FrameMessage {
+			return h, fmt.Errorf("%w: trace context on frame type %d", ErrMalformed, h.Type)
+		}
+		if h.MetaLen < TraceContextLen {
+			return h, fmt.Errorf("%w: metadata of %d bytes too short for a trace context", ErrMalformed, h.MetaLen)
+		}
 	}
 	return h, nil
 }

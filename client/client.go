@@ -17,7 +17,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -103,6 +106,11 @@ type Client struct {
 	dataTLS dataTLS // how data-plane connections are dialed; see tls.go
 
 	waitWhenFull time.Duration // see WithWaitWhenFull
+
+	// tp and tracer make the spans of invocations and sends (nil: off);
+	// see WithTracerProvider.
+	tp     trace.TracerProvider
+	tracer *tracing.Tracer
 }
 
 // Option configures a Client.
@@ -122,6 +130,16 @@ func WithWaitWhenFull(max time.Duration) Option { return func(c *Client) { c.wai
 
 // WithHTTPClient makes the client use hc, e.g. one that trusts a private CA.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
+
+// WithTracerProvider makes the client trace its invocations and messages
+// with tp (for instance otel.GetTracerProvider()): each gets a span, a
+// child of the span in the call's context, and its trace context goes to
+// the control plane (traceparent header) or the process (in the frame), so
+// the spans praas makes continue the caller's trace. Without it the
+// client makes no spans and sends no trace context.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *Client) { c.tp, c.tracer = tp, tracing.New(tp) }
+}
 
 // New returns a client of the control plane at endpoint (DefaultEndpoint if empty).
 func New(endpoint string, opts ...Option) *Client {
@@ -306,13 +324,21 @@ func (c *Client) SendMessage(ctx context.Context, app, pid, key string, data []b
 	return c.whileFull(ctx, func() error { return c.sendMessage(ctx, app, pid, key, data) })
 }
 
-func (c *Client) sendMessage(ctx context.Context, app, pid, key string, data []byte) error {
+func (c *Client) sendMessage(ctx context.Context, app, pid, key string, data []byte) (err error) {
+	if c.tracer != nil {
+		var span trace.Span
+		ctx, span = c.tracer.StartSend(ctx, trace.SpanKindProducer, pid, key)
+		defer func() { tracing.End(span, err) }()
+	}
 	path := "/v1/apps/" + esc(app) + "/processes/" + esc(pid) + "/messages/" + esc(key)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint+path, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
 	c.authorize(req)
+	if c.tracer != nil {
+		tracing.Inject(ctx, req.Header)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("control plane %s: %w: %w", c.endpoint, errs.ErrUnavailable, err)
@@ -335,7 +361,12 @@ type InvokeResult struct {
 // InvokeControlPlane invokes function in process pid of app through the
 // control plane; pid "" lets it pick (or create) a process. Its arguments
 // are in the order of Invoke's.
-func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function string, input []byte) (InvokeResult, error) {
+func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function string, input []byte) (res InvokeResult, err error) {
+	if c.tracer != nil {
+		var span trace.Span
+		ctx, span = c.tracer.StartInvoke(ctx, trace.SpanKindClient, app, pid, function)
+		defer func() { tracing.End(span, err) }()
+	}
 	path := "/v1/apps/" + esc(app) + "/invoke/" + esc(function)
 	if pid != "" {
 		path += "?pid=" + url.QueryEscape(pid)
@@ -346,6 +377,9 @@ func (c *Client) InvokeControlPlane(ctx context.Context, app, pid, function stri
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	c.authorize(req)
+	if c.tracer != nil {
+		tracing.Inject(ctx, req.Header)
+	}
 	// A request written whole may have run: without an answer its outcome
 	// is unknown. One not written whole did not run (the control plane
 	// reads the whole body first).

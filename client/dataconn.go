@@ -10,7 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/errs"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -23,6 +26,11 @@ type DataConn struct {
 
 	// App and PID of the process, as it announced them.
 	App, PID string
+
+	// tracer makes the spans of Invoke, InvokeInto and Send (nil: tracing
+	// off); traceWire says the process reads trace contexts in frames.
+	tracer    *tracing.Tracer
+	traceWire bool
 
 	nextID atomic.Uint64
 
@@ -66,6 +74,11 @@ type DialOptions struct {
 	// over TLS: its RootCAs should hold the data-plane CA (the control
 	// plane's GET /v1/ca). An empty ServerName is taken from addr.
 	TLS *tls.Config
+	// TracerProvider, if set, makes spans of Invoke, InvokeInto and Send
+	// (children of the span in their context) and carries their trace
+	// context to the process, which continues the trace. Nil: no tracing,
+	// at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Dial connects to the data plane of a process at addr and authenticates
@@ -94,6 +107,7 @@ func Dial(ctx context.Context, addr, token string, opt DialOptions) (*DataConn, 
 		r:       wire.NewReader(conn, max),
 		pending: make(map[uint64]*call),
 		done:    make(chan struct{}),
+		tracer:  tracing.New(opt.TracerProvider),
 	}
 	if err := c.handshake(ctx, token, opt.Source); err != nil {
 		conn.Close()
@@ -151,6 +165,7 @@ func (c *DataConn) handshake(ctx context.Context, token, source string) error {
 			return fmt.Errorf("%w: process speaks protocol version %d", errs.ErrFailedPrecondition, w.Version)
 		}
 		c.App, c.PID = w.App, w.PID
+		c.traceWire = w.Version >= wire.TraceVersion
 		return nil
 	case wire.FrameError:
 		return decodeRefusal(f)
@@ -310,14 +325,23 @@ func (c *DataConn) goInvoke(function string, input, dst []byte, after []uint64) 
 	if err != nil {
 		return nil, err
 	}
-	return c.start(wire.FrameInvoke, meta, input, dst)
+	return c.start(wire.FrameInvoke, meta, nil, input, dst)
 }
 
-func (c *DataConn) start(typ uint8, meta, payload, dst []byte) (*Call, error) {
+// start sends a request, with the trace context tc if not nil and the
+// process reads it.
+func (c *DataConn) start(typ uint8, meta []byte, tc *wire.TraceContext, payload, dst []byte) (*Call, error) {
+	if !c.traceWire {
+		tc = nil
+	}
+	metaLen := len(meta)
+	if tc != nil {
+		metaLen += wire.TraceContextLen
+	}
 	// Refuse what WriteFrame would refuse before anything is registered, so
 	// a write error always means the connection failed.
-	if len(meta) > wire.MaxMeta || uint64(len(meta))+uint64(len(payload)) > 1<<32-1 {
-		return nil, fmt.Errorf("%w: frame of %d bytes", errs.ErrTooLarge, len(meta)+len(payload))
+	if metaLen > wire.MaxMeta || uint64(metaLen)+uint64(len(payload)) > 1<<32-1 {
+		return nil, fmt.Errorf("%w: frame of %d bytes", errs.ErrTooLarge, metaLen+len(payload))
 	}
 	id := c.nextID.Add(1)
 	cl := callPool.Get().(*call)
@@ -335,7 +359,13 @@ func (c *DataConn) start(typ uint8, meta, payload, dst []byte) (*Call, error) {
 	}
 	c.pending[id] = cl
 	c.mu.Unlock()
-	if err := c.w.WriteFrame(typ, id, meta, payload); err != nil {
+	var err error
+	if tc != nil {
+		err = c.w.WriteTracedFrame(typ, id, meta, tc, payload)
+	} else {
+		err = c.w.WriteFrame(typ, id, meta, payload)
+	}
+	if err != nil {
 		c.fail(err)
 		// fail delivered an error frame to cl unless the read loop had already.
 	}
@@ -397,7 +427,32 @@ func (r reply) result() ([]byte, error) {
 
 // Invoke runs function with input in the process and returns its output.
 func (c *DataConn) Invoke(ctx context.Context, function string, input []byte) ([]byte, error) {
+	if c.tracer != nil {
+		return c.invokeTraced(ctx, function, input, nil)
+	}
 	cl, err := c.Go(function, input)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Wait(ctx)
+}
+
+// invokeTraced is Invoke or InvokeInto in a client span whose trace
+// context goes with the frame.
+func (c *DataConn) invokeTraced(ctx context.Context, function string, input, dst []byte) (out []byte, err error) {
+	ctx, span := c.tracer.StartInvoke(ctx, trace.SpanKindClient, c.App, c.PID, function)
+	defer func() { tracing.End(span, err) }()
+	var metaBuf [64]byte
+	meta, err := wire.AppendInvoke(metaBuf[:0], function, nil)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := tracing.ToWire(ctx)
+	var tcp *wire.TraceContext
+	if ok {
+		tcp = &tc
+	}
+	cl, err := c.start(wire.FrameInvoke, meta, tcp, input, dst)
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +464,9 @@ func (c *DataConn) Invoke(ctx context.Context, function string, input []byte) ([
 // result is returned either way (a slice of dst, or new memory). dst must
 // not be used until InvokeInto returns.
 func (c *DataConn) InvokeInto(ctx context.Context, function string, input, dst []byte) ([]byte, error) {
+	if c.tracer != nil {
+		return c.invokeTraced(ctx, function, input, dst[:cap(dst)])
+	}
 	cl, err := c.goInvoke(function, input, dst[:cap(dst)], nil)
 	if err != nil {
 		return nil, err
@@ -420,6 +478,9 @@ func (c *DataConn) InvokeInto(ctx context.Context, function string, input, dst [
 // coming from source (empty for an external client). It returns once the
 // process acknowledged it.
 func (c *DataConn) Send(ctx context.Context, source, key string, data []byte) error {
+	if c.tracer != nil {
+		return c.sendTraced(ctx, source, key, data)
+	}
 	cl, err := c.GoSend(source, key, data)
 	if err != nil {
 		return err
@@ -428,13 +489,39 @@ func (c *DataConn) Send(ctx context.Context, source, key string, data []byte) er
 	return err
 }
 
+// sendTraced is Send in a producer span whose trace context goes with the frame.
+func (c *DataConn) sendTraced(ctx context.Context, source, key string, data []byte) (err error) {
+	ctx, span := c.tracer.StartSend(ctx, trace.SpanKindProducer, c.PID, key)
+	defer func() { tracing.End(span, err) }()
+	if err := checkSend(source, key); err != nil {
+		return err
+	}
+	var tcp *wire.TraceContext
+	if tc, ok := tracing.ToWire(ctx); ok {
+		tcp = &tc
+	}
+	cl, err := c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), tcp, data, nil)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Wait(ctx)
+	return err
+}
+
+func checkSend(source, key string) error {
+	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
+		return fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // GoSend sends a message like Send without waiting for the acknowledgement;
 // Wait on the call for it.
 func (c *DataConn) GoSend(source, key string, data []byte) (*Call, error) {
-	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
-		return nil, fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
+	if err := checkSend(source, key); err != nil {
+		return nil, err
 	}
-	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), data, nil)
+	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key}.Encode(), nil, data, nil)
 }
 
 // GoSendQueued is GoSend of a message delivered from the destination's
@@ -442,18 +529,18 @@ func (c *DataConn) GoSend(source, key string, data []byte) (*Call, error) {
 // the process drops it if it has consumed that sequence already. Only a
 // connection whose token allows relaying (the control plane's) may use it.
 func (c *DataConn) GoSendQueued(source, key string, seq uint64, data []byte) (*Call, error) {
-	if len(source) > 255 || len(key) > wire.MaxMeta-300 {
-		return nil, fmt.Errorf("%w: source or key too long", errs.ErrInvalidArgument)
+	if err := checkSend(source, key); err != nil {
+		return nil, err
 	}
 	if seq == 0 {
 		return nil, fmt.Errorf("%w: queue sequence 0", errs.ErrInvalidArgument)
 	}
-	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key, Queued: seq}.Encode(), data, nil)
+	return c.start(wire.FrameMessage, wire.Message{Source: source, Key: key, Queued: seq}.Encode(), nil, data, nil)
 }
 
 // Ping measures a round trip.
 func (c *DataConn) Ping(ctx context.Context) error {
-	cl, err := c.start(wire.FramePing, nil, nil, nil)
+	cl, err := c.start(wire.FramePing, nil, nil, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -150,7 +150,7 @@ func (c *Client) dial(ctx context.Context, app, pid, addr, token string) (*DataC
 	if err != nil {
 		return nil, err
 	}
-	dc, err := Dial(ctx, addr, token, DialOptions{TLS: tlsCfg})
+	dc, err := Dial(ctx, addr, token, DialOptions{TLS: tlsCfg, TracerProvider: c.tp})
 	if err != nil {
 		return nil, err
 	}

@@ -308,7 +308,10 @@ func (s *Server) internalMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	if err := s.deliverMessage(r.Context(), app, dest, claims.Sub, q.Get("key"), data); err != nil {
+	ctx, end := s.startSendSpan(r, dest, q.Get("key"))
+	err = s.deliverMessage(ctx, app, dest, claims.Sub, q.Get("key"), data)
+	end(err)
+	if err != nil {
 		writeError(w, s.log, err)
 		return
 	}

@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/names"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/store"
 )
 
@@ -34,6 +37,16 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	pid := r.URL.Query().Get("pid")
+	ctx := r.Context()
+	var err error
+	if s.tracer != nil {
+		// The caller's trace (traceparent header: a client, or a process
+		// invoking a peer that is not active) goes on here.
+		var span trace.Span
+		ctx, span = s.tracer.StartInvoke(tracing.Extract(ctx, r.Header), trace.SpanKindServer, app.Name, pid, function)
+		defer func() { tracing.End(span, err) }()
+	}
 	input, err := s.readPayload(r)
 	if err != nil {
 		writeError(w, s.log, err)
@@ -44,7 +57,6 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		s.metrics.restInvocations.WithLabelValues(app.Name, outcome(err)).Inc()
 		s.metrics.restLatency.WithLabelValues(app.Name).Observe(time.Since(began).Seconds())
 	}()
-	pid := r.URL.Query().Get("pid")
 	var out []byte
 	var t target
 	// A process that goes away between the pick and the call (swap,
@@ -52,18 +64,18 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	// the caller waits.
 	backoff := time.Millisecond
 	for {
-		t, err = s.pick(r.Context(), app, pid)
+		t, err = s.pick(ctx, app, pid)
 		if err == nil {
-			out, err = t.conn.Invoke(r.Context(), function, input)
+			out, err = t.conn.Invoke(ctx, function, input)
 		}
-		if !errors.Is(err, client.ErrNotSent) || r.Context().Err() != nil {
+		if !errors.Is(err, client.ErrNotSent) || ctx.Err() != nil {
 			break
 		}
 		pid = t.pid
 		// Give a process that crashed time to be noticed rather than spin.
 		select {
 		case <-time.After(backoff):
-		case <-r.Context().Done():
+		case <-ctx.Done():
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
 	}

@@ -259,13 +259,16 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
+	ctx, end := s.startSendSpan(r, p.PID, r.PathValue("key"))
 	data, err := s.readPayload(r)
 	if err != nil {
+		end(err)
 		writeError(w, s.log, err)
 		return
 	}
-	err = s.deliverMessage(r.Context(), app, p.PID, "", r.PathValue("key"), data)
+	err = s.deliverMessage(ctx, app, p.PID, "", r.PathValue("key"), data)
 	s.metrics.restMessages.WithLabelValues(app.Name, outcome(err)).Inc()
+	end(err)
 	if err != nil {
 		writeError(w, s.log, err)
 		return

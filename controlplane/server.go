@@ -25,8 +25,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/backend"
 	"github.com/praas-dev/praas/client"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/wire"
 )
@@ -114,6 +117,10 @@ type Config struct {
 	// MetricsPublic serves GET /metrics without authentication; otherwise
 	// a scrape needs an admin key, as the rest of the API (see metrics.go).
 	MetricsPublic bool
+	// TracerProvider, if set, traces invocations and messages through this
+	// replica (see tracing.go); nil turns tracing off. Processes get their
+	// own tracing configuration through ProcessEnv.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -199,6 +206,8 @@ type Server struct {
 	routeList []string
 	id        string
 
+	tracer *tracing.Tracer // nil: tracing off
+
 	mu   sync.Mutex
 	live map[string]*live // app/pid → running process this replica owns; see lifecycle.go
 	rr   uint64           // cursor spreading invocations without a pid
@@ -256,7 +265,8 @@ func New(cfg Config) (*Server, error) {
 		events:   newEventLog(),
 		payloads: byteBudget{max: cfg.MaxRequestBytes},
 		logs:     newLogStore(cfg.LogDir, cfg.MaxLogBytes),
-		stopping: make(chan struct{})}
+		stopping: make(chan struct{}),
+		tracer:   tracing.New(cfg.TracerProvider)}
 	if err := s.initTLS(); err != nil {
 		return nil, err
 	}

@@ -94,7 +94,9 @@ func (s *Server) serverTLS() *tls.Config {
 }
 
 // dialOptions are the options of this replica's data-plane connections.
-func (s *Server) dialOptions() client.DialOptions { return client.DialOptions{TLS: s.dataTLS} }
+func (s *Server) dialOptions() client.DialOptions {
+	return client.DialOptions{TLS: s.dataTLS, TracerProvider: s.cfg.TracerProvider}
+}
 
 // processTLS adds to spec what the process needs for TLS: the CAs to trust
 // and its own certificate for the data plane.

@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/procmetrics"
+	"github.com/praas-dev/praas/internal/tracing"
 )
 
 // Special process ids for Send, Recv and Invoke.
@@ -84,8 +87,13 @@ func (p *Process) StateKeys() []string { return p.rt.state.keys() }
 
 // Invoke runs function in process dest with input and returns its result.
 // With dest Self it is a local call: no network, no copy of input.
-func (p *Process) Invoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
+func (p *Process) Invoke(ctx context.Context, dest, function string, input []byte) (out []byte, err error) {
 	if dest == Self || dest == p.rt.cfg.PID {
+		if p.rt.tracer != nil {
+			var span trace.Span
+			ctx, span = p.rt.tracer.StartInvoke(ctx, trace.SpanKindInternal, p.rt.cfg.App, p.rt.cfg.PID, function)
+			defer func() { tracing.End(span, err) }()
+		}
 		fn, ok := p.rt.image.Lookup(function)
 		if !ok {
 			return nil, fmt.Errorf("%w: function %q is not in the image", errs.ErrNotFound, function)
@@ -98,7 +106,7 @@ func (p *Process) Invoke(ctx context.Context, dest, function string, input []byt
 			return p.rt.call(ctx, fn, input)
 		}
 		start := time.Now()
-		out, err := p.rt.call(ctx, fn, input)
+		out, err = p.rt.call(ctx, fn, input)
 		p.rt.metrics.record(fn, procmetrics.Local, time.Since(start), err)
 		return out, err
 	}

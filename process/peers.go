@@ -11,9 +11,12 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -48,7 +51,7 @@ func (rt *Runtime) peer(ctx context.Context, pid string) (*client.DataConn, erro
 	// The peer token says who we are: the peer takes the source of our
 	// messages from it.
 	dc, err = client.Dial(ctx, m.Address, rt.peerToken(),
-		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload, TLS: rt.cfg.PeerTLS})
+		client.DialOptions{Source: rt.cfg.PID, MaxPayload: rt.cfg.MaxPayload, TLS: rt.cfg.PeerTLS, TracerProvider: rt.cfg.TracerProvider})
 	if err != nil {
 		// Nothing was sent: the peer may be leaving; the caller retries
 		// with fresh membership or through the control plane.
@@ -103,9 +106,8 @@ func notActive(err error) bool {
 	return errors.Is(err, errPeerNotActive) || errors.Is(err, client.ErrNotSent)
 }
 
-func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) ([]byte, error) {
-	var out []byte
-	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) (err error) {
+func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, input []byte) (out []byte, err error) {
+	err = rt.toPeer(ctx, dest, func(dc *client.DataConn) (err error) {
 		// No hand-off of the caller's connection here: a peer usually
 		// answers within a network round trip, and one that takes long is
 		// noticed by the watchdog.
@@ -116,6 +118,11 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 		// The control plane brings dest back and runs it there.
 		q := url.Values{"app": {rt.cfg.App}, "pid": {dest}, "function": {function}}
 		out = nil
+		if rt.tracer != nil {
+			var span trace.Span
+			ctx, span = rt.tracer.StartInvoke(ctx, trace.SpanKindClient, rt.cfg.App, dest, function)
+			defer func() { tracing.End(span, err) }()
+		}
 		// A request written whole may have run (the control plane reads the
 		// whole body before it invokes): without an answer its outcome is
 		// unknown. The control plane retries calls that did not run itself.
@@ -139,11 +146,16 @@ func (rt *Runtime) remoteInvoke(ctx context.Context, dest, function string, inpu
 // context bounds them, as long as the function runs.
 var invokeClient = &http.Client{}
 
-func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) error {
+func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) (err error) {
 	if err := checkKey(key); err != nil {
 		return err
 	}
 	if dest == Self || dest == rt.cfg.PID {
+		if rt.tracer != nil {
+			var span trace.Span
+			ctx, span = rt.tracer.StartSend(ctx, trace.SpanKindProducer, rt.cfg.PID, key)
+			defer func() { tracing.End(span, err) }()
+		}
 		run, err := rt.deliver(Message{Src: rt.cfg.PID, Key: key, Data: data}, true, 0)
 		if err != nil {
 			return err
@@ -154,12 +166,17 @@ func (rt *Runtime) send(ctx context.Context, dest, key string, data []byte) erro
 		}
 		return nil
 	}
-	err := rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
+	err = rt.toPeer(ctx, dest, func(dc *client.DataConn) error {
 		return dc.Send(ctx, rt.cfg.PID, key, data) // acknowledged within a round trip
 	})
 	if notActive(err) && rt.cfg.ControlPlane != "" {
 		// The control plane queues it durably in dest's backup queue, from
 		// the sender our credential names.
+		if rt.tracer != nil {
+			var span trace.Span
+			ctx, span = rt.tracer.StartSend(ctx, trace.SpanKindProducer, dest, key)
+			defer func() { tracing.End(span, err) }()
+		}
 		q := url.Values{"app": {rt.cfg.App}, "dest": {dest}, "key": {key}}
 		return rt.postRaw(ctx, cpapi.PathMessages+"?"+q.Encode(), data)
 	}

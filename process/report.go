@@ -15,6 +15,7 @@ import (
 
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/cpapi"
+	"github.com/praas-dev/praas/internal/tracing"
 )
 
 // errRetired is returned by report when the control plane no longer wants
@@ -215,6 +216,9 @@ func (rt *Runtime) doWith(ctx context.Context, hc *http.Client, path, contentTyp
 	}
 	req.Header.Set("Content-Type", contentType)
 	rt.authorize(req)
+	if rt.tracer != nil {
+		tracing.Inject(ctx, req.Header)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err

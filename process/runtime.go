@@ -23,10 +23,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/internal/proclog"
 	"github.com/praas-dev/praas/internal/token"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/store"
 	"github.com/praas-dev/praas/store/storeurl"
 	"github.com/praas-dev/praas/wire"
@@ -128,6 +132,12 @@ type Config struct {
 	// NoMetrics turns the invocation metrics off (see metrics.go): nothing
 	// is counted on the invocation path and reports carry none.
 	NoMetrics bool
+	// TracerProvider, if set, traces invocations and messages (see
+	// internal/tracing); nil turns tracing off, at no cost.
+	TracerProvider trace.TracerProvider
+	// ownsTracing says ConfigFromEnv made TracerProvider: Run flushes and
+	// shuts it down when it returns.
+	ownsTracing bool
 }
 
 func (c *Config) setDefaults() {
@@ -252,6 +262,9 @@ func ConfigFromEnv() (Config, error) {
 	if err := tlsFromEnv(&c); err != nil {
 		return c, err
 	}
+	if err := tracingFromEnv(&c); err != nil {
+		return c, err
+	}
 	if v := os.Getenv(cpapi.EnvSwap); v != "" {
 		if c.ControlPlane != "" {
 			return c, fmt.Errorf("%s is for a runtime without a control plane: with %s, snapshots go through the control plane", cpapi.EnvSwap, cpapi.EnvControlPlane)
@@ -261,6 +274,25 @@ func ConfigFromEnv() (Config, error) {
 		}
 	}
 	return c, c.Validate()
+}
+
+// tracingFromEnv makes the OTLP tracer provider the control plane asked
+// for (cpapi.EnvOTLPEndpoint), if it did.
+func tracingFromEnv(c *Config) error {
+	tc, err := tracing.ProcessConfigFromEnv()
+	if err != nil || !tc.Enabled() {
+		return err
+	}
+	tp, err := tracing.NewProvider(tc, tracing.ServiceProcess,
+		attribute.String(tracing.KeyApp, c.App),
+		attribute.String(tracing.KeyPID, c.PID),
+		attribute.Int64(tracing.KeyGeneration, int64(c.Generation)),
+		attribute.String("service.instance.id", c.App+"/"+c.PID+"/"+strconv.FormatUint(c.Generation, 10)))
+	if err != nil {
+		return err
+	}
+	c.TracerProvider, c.ownsTracing = tp, true
+	return nil
 }
 
 func intVar(p *int) func(string) error {
@@ -291,6 +323,7 @@ type Runtime struct {
 	cfg      Config
 	image    *Image
 	log      *slog.Logger
+	tracer   *tracing.Tracer // nil: tracing off
 	proc     *Process
 	state    *state
 	mailbox  *mailbox
@@ -369,6 +402,7 @@ func New(cfg Config, im *Image) (*Runtime, error) {
 		sem:      make(chan struct{}, cfg.MaxConcurrency),
 		ready:    make(chan struct{}),
 		conns:    make(map[*serverConn]struct{}),
+		tracer:   tracing.New(cfg.TracerProvider),
 	}
 	rt.proc = &Process{rt: rt}
 	rt.metrics.off = cfg.NoMetrics
@@ -396,6 +430,13 @@ func (rt *Runtime) Addr() string { return rt.addr }
 // then drains: clients are told to go away, running invocations finish
 // (within DrainTimeout), and Run returns.
 func (rt *Runtime) Run(ctx context.Context) error {
+	if rt.cfg.ownsTracing {
+		defer func() {
+			if err := tracing.Shutdown(rt.cfg.TracerProvider); err != nil {
+				rt.log.Warn("flush spans", "err", err)
+			}
+		}()
+	}
 	if rt.cfg.RestoreKey != "" {
 		if err := rt.restore(ctx, rt.cfg.RestoreKey); err != nil {
 			return err

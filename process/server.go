@@ -12,10 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/errs"
 	"github.com/praas-dev/praas/internal/names"
 	"github.com/praas-dev/praas/internal/procmetrics"
 	"github.com/praas-dev/praas/internal/token"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/wire"
 )
 
@@ -160,7 +163,11 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				c.refuse(f.ID, "invoke")
 				continue
 			}
-			if run := c.startInvocation(f.ID, inv, f.Payload, pooled); run != nil {
+			var span trace.Span
+			if c.rt.tracer != nil {
+				span = c.rt.startInvokeSpan(&f.Trace, inv.Function)
+			}
+			if run := c.startInvocation(f.ID, inv, f.Payload, pooled, span); run != nil {
 				if !r.runInline(ctx, run) {
 					return // handed off: another goroutine reads now
 				}
@@ -180,10 +187,17 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				// only the control plane relays others' messages.
 				m.Source = c.claims.Sub
 			}
+			var span trace.Span
+			if c.rt.tracer != nil {
+				span = c.rt.startReceiveSpan(&f.Trace, m.Key)
+			}
 			if strings.HasPrefix(m.Key, names.ControlPrefix) {
 				err := fmt.Errorf("%w: message key %q is reserved for the control plane", errs.ErrPermissionDenied, m.Key)
 				if c.claims.Ops.Has(token.OpRelay) {
 					err = c.rt.controlMessage(m.Key, f.Payload)
+				}
+				if span != nil {
+					tracing.End(span, err)
 				}
 				if err != nil {
 					c.replyError(f.ID, err)
@@ -193,6 +207,10 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				continue
 			}
 			run, err := c.rt.acceptMessage(m, f.Payload, c.claims.Ops.Has(token.OpRelay))
+			if span != nil {
+				tracing.End(span, err)
+				run = underSpan(run, span)
+			}
 			if err != nil {
 				c.replyError(f.ID, err)
 				continue
@@ -333,10 +351,14 @@ func (c *serverConn) replyError(id uint64, err error) {
 // runs it and replies, or nil if it was answered at once (an error).
 //
 // pooled, if not nil, is input's buffer, given back to the pool once the
-// result is written.
-func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte) func(context.Context) {
+// result is written. span, if not nil, is the invocation's span, ended
+// with it.
+func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte, span trace.Span) func(context.Context) {
 	fn, err := c.admit(inv.Function)
 	if err != nil {
+		if span != nil {
+			tracing.End(span, err)
+		}
 		// Answered outside admitMu: a socket write may wait on the client.
 		c.replyError(id, err)
 		putInput(pooled)
@@ -359,7 +381,13 @@ func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled [
 	c.mu.Unlock()
 
 	return func(ctx context.Context) {
+		if span != nil {
+			ctx = trace.ContextWithSpan(ctx, span)
+		}
 		out, err := c.run(ctx, fn, input, waitFor)
+		if span != nil {
+			tracing.End(span, err)
+		}
 		c.mu.Lock()
 		if t := c.inflight[id]; t != nil && t.done != nil {
 			close(t.done)

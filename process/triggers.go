@@ -5,7 +5,10 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/internal/procmetrics"
+	"github.com/praas-dev/praas/internal/tracing"
 )
 
 // triggers buffers messages for multi-source and batch functions until
@@ -139,7 +142,16 @@ func (rt *Runtime) triggerRun(fn *Function, invKey string, batch []Message) func
 	return func(ctx context.Context) {
 		defer rt.inflight.Done()
 		tctx := context.WithValue(ctx, triggeredKey{}, &triggeredBy{key: invKey, msgs: batch})
-		if _, err := rt.execute(tctx, fn, input, procmetrics.Triggered); err != nil {
+		var span trace.Span
+		if rt.tracer != nil {
+			// A child of the span in ctx: the message that completed the trigger.
+			tctx, span = rt.tracer.StartTriggered(tctx, fn.Name, batch[len(batch)-1].Key, len(batch))
+		}
+		_, err := rt.execute(tctx, fn, input, procmetrics.Triggered)
+		if span != nil {
+			tracing.End(span, err)
+		}
+		if err != nil {
 			rt.log.Warn("triggered invocation failed", "function", fn.Name, "key", invKey, "err", err)
 		}
 	}

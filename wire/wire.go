@@ -57,6 +57,9 @@ import (
 // Version is the highest protocol version this package speaks.
 const Version uint16 = 3
 
+// TraceVersion is the first protocol version with FlagTraceContext.
+const TraceVersion uint16 = 3
+
 // MinVersion is the lowest protocol version this package still accepts.
 const MinVersion uint16 = 2
 

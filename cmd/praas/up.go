@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -29,6 +31,7 @@ import (
 	"github.com/praas-dev/praas/internal/cpapi"
 	"github.com/praas-dev/praas/internal/tlsca"
 	tokens "github.com/praas-dev/praas/internal/token"
+	"github.com/praas-dev/praas/internal/tracing"
 	"github.com/praas-dev/praas/process"
 	"github.com/praas-dev/praas/store/storeurl"
 )
@@ -87,6 +90,9 @@ type upConfig struct {
 	processPort int
 	podCPU      string
 	podMemory   string
+	// tracing
+	otlpEndpoint     string
+	traceSampleRatio float64
 }
 
 func (c *cli) upCmd() *cobra.Command {
@@ -149,6 +155,8 @@ SIGINT or SIGTERM shut it down gracefully: every process is stopped first.`,
 	f.StringVar(&cfg.tlsCA, "tls-ca", "", "PEM file of the CA that signed --tls-cert (and the other replicas' certificates): processes and replicas trust it (default: the certificates of --tls-cert)")
 	f.StringVar(&cfg.tlsCAKey, "tls-ca-key", "", "PEM file of the data-plane CA's private key and certificate, which issue each process's data-plane certificate; made (mode 0600) on first start if absent. Replicas must share it (default: --data/tls-ca.pem)")
 	f.DurationVar(&cfg.tlsCertTTL, "tls-cert-ttl", controlplane.DefaultProcessCertTTL, "how long a process's data-plane certificate is valid")
+	f.StringVar(&cfg.otlpEndpoint, "otlp-endpoint", "", "export OpenTelemetry traces of the control plane and its processes over OTLP/HTTP to this URL (http://collector:4318; a URL without a path gets /v1/traces); default $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else $OTEL_EXPORTER_OTLP_ENDPOINT, else no tracing")
+	f.Float64Var(&cfg.traceSampleRatio, "trace-sample-ratio", 1, "with an OTLP endpoint: the fraction of traces started here that are sampled, 0 to 1 (traces a caller started follow the caller's decision)")
 	f.StringVar(&cfg.runDir, "run-dir", "", "where the local backend records the processes it runs; replicas on one host share it (default: --data/run)")
 	f.StringVar(&cfg.isolation, "isolation", "auto", "how processes of different apps are kept apart: namespaces (a uid per app, in bubblewrap), user (a uid per app), none, or auto (the strongest that works here); see docs/security.md")
 	f.StringVar(&cfg.isolationUIDs, "isolation-uids", fmt.Sprintf("%d-%d", local.DefaultFirstUID, local.DefaultFirstUID+local.DefaultUIDs-1), "the uids (and gids) apps get with --isolation user or namespaces, one per app; installations on one host that do not share --run-dir need ranges that do not overlap")
@@ -275,6 +283,18 @@ func (c *cli) up(cfg upConfig) error {
 	if err != nil {
 		return fmt.Errorf("--signing-key: %w", err)
 	}
+	traceCfg, tp, err := upTracing(cfg, replicaID)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer func() {
+			if err := tracing.Shutdown(tp); err != nil {
+				log.Warn("flush spans", "err", err)
+			}
+		}()
+		log.Info("tracing on", "otlp", traceCfg.Endpoint, "sample_ratio", traceCfg.SampleRatio)
+	}
 	var newAdminKey string
 	if !cfg.noAuth {
 		if newAdminKey, err = controlplane.EnsureAdminKey(c.ctx, meta, cfg.adminKey); err != nil {
@@ -306,7 +326,8 @@ func (c *cli) up(cfg upConfig) error {
 		MaxRequestBytes:     cfg.maxRequestBytes,
 		LogDir:              filepath.Join(data, "logs"),
 		MaxLogBytes:         cfg.maxLogBytes,
-		ProcessEnv: []string{
+		TracerProvider:      tp,
+		ProcessEnv: append([]string{
 			cpapi.EnvMaxConcurrency + "=" + strconv.Itoa(cfg.maxConcurrency),
 			cpapi.EnvMaxPayload + "=" + strconv.Itoa(cfg.maxPayload),
 			cpapi.EnvMaxMailbox + "=" + strconv.Itoa(cfg.maxMailbox),
@@ -319,7 +340,7 @@ func (c *cli) up(cfg upConfig) error {
 			cpapi.EnvCheckpoint + "=" + cfg.checkpoint.String(),
 			cpapi.EnvOrphanTimeout + "=" + cfg.orphanTimeout.String(),
 			cpapi.EnvMetrics + "=" + strconv.FormatBool(cfg.metrics),
-		},
+		}, traceCfg.ProcessEnv()...),
 	})
 	if err != nil {
 		return err
@@ -350,6 +371,27 @@ func (c *cli) up(cfg upConfig) error {
 	err = cp.Run(c.ctx, ln)
 	log.Info("control plane stopped")
 	return err
+}
+
+// upTracing reads the tracing flags (or the standard OpenTelemetry
+// environment) and returns the configuration and the control plane's
+// tracer provider; the provider is nil when tracing is off.
+func upTracing(cfg upConfig, replicaID string) (tracing.Config, trace.TracerProvider, error) {
+	tc := tracing.Config{Endpoint: tracing.TracesURL(cfg.otlpEndpoint), SampleRatio: cfg.traceSampleRatio}
+	if tc.Endpoint == "" {
+		tc.Endpoint = tracing.EndpointFromEnv()
+	}
+	if err := tc.Validate(); err != nil {
+		return tc, nil, fmt.Errorf("--otlp-endpoint, --trace-sample-ratio: %w", err)
+	}
+	if !tc.Enabled() {
+		return tc, nil, nil
+	}
+	tp, err := tracing.NewProvider(tc, tracing.ServiceControlPlane, attribute.String("service.instance.id", replicaID))
+	if err != nil {
+		return tc, nil, err
+	}
+	return tc, tp, nil
 }
 
 // kubeBackend opens the Kubernetes backend of `praas up --backend kubernetes`.

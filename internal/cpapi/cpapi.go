@@ -90,6 +90,11 @@ const (
 	// EnvMetrics "false" turns the runtime's invocation metrics off
 	// (praas up --metrics=false); they are on by default.
 	EnvMetrics = "PRAAS_METRICS"
+	// EnvOTLPEndpoint is the OTLP/HTTP traces URL a process exports its
+	// spans to (unset: tracing off); EnvTraceSampleRatio the fraction of
+	// traces it starts that it samples (see internal/tracing).
+	EnvOTLPEndpoint     = "PRAAS_OTLP_ENDPOINT"
+	EnvTraceSampleRatio = "PRAAS_TRACE_SAMPLE_RATIO"
 
 	// TLS (see docs/security.md). EnvTLSCA is the PEM of the CA that signed
 	// the control planes' certificates, to reach their https:// URLs;

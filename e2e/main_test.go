@@ -26,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/backend/local"
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/controlplane"
@@ -96,6 +98,12 @@ func newCluster(t *testing.T, processEnv ...string) *cluster {
 // the temporary directory).
 func newClusterOn(t *testing.T, swapURL string, processEnv ...string) *cluster {
 	t.Helper()
+	return newClusterTraced(t, swapURL, nil, processEnv...)
+}
+
+// newClusterTraced is newClusterOn with a control plane traced by tp.
+func newClusterTraced(t *testing.T, swapURL string, tp trace.TracerProvider, processEnv ...string) *cluster {
+	t.Helper()
 	dir := t.TempDir()
 	meta, err := bolt.Open(filepath.Join(dir, "meta.db"))
 	if err != nil {
@@ -138,6 +146,8 @@ func newClusterOn(t *testing.T, swapURL string, processEnv ...string) *cluster {
 		Logger:      log,
 		StopTimeout: 10 * time.Second,
 		ProcessEnv:  processEnv,
+
+		TracerProvider: tp,
 	})
 	if err != nil {
 		t.Fatal(err)

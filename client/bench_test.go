@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/praas-dev/praas/client"
 	"github.com/praas-dev/praas/process"
 )
@@ -21,7 +24,8 @@ func benchConn(b *testing.B) *client.DataConn { return benchConnTLS(b, false) }
 func benchConnTLS(b *testing.B, withTLS bool) *client.DataConn { return benchConnWith(b, withTLS, nil) }
 
 // benchConnWith is benchConnTLS with the runtime's configuration changed
-// by configure, if not nil.
+// by configure, if not nil; the client traces with the runtime's
+// TracerProvider.
 func benchConnWith(b *testing.B, withTLS bool, configure func(*process.Config)) *client.DataConn {
 	b.Helper()
 	im := process.NewImage()
@@ -36,6 +40,7 @@ func benchConnWith(b *testing.B, withTLS bool, configure func(*process.Config)) 
 	if configure != nil {
 		configure(&cfg)
 	}
+	opt.TracerProvider = cfg.TracerProvider
 	rt, err := process.New(cfg, im)
 	if err != nil {
 		b.Fatal(err)
@@ -125,4 +130,32 @@ func BenchmarkDataPlaneInvokeParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDataPlaneInvokeTracing is the 1 KiB invocation of
+// BenchmarkDataPlaneInvoke with tracing off (no tracer provider: the
+// default, which must cost what an untraced build did) and on (client and
+// process make a sampled span each, and the frame carries the trace
+// context; the spans go to no exporter).
+func BenchmarkDataPlaneInvokeTracing(b *testing.B) {
+	sampled := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { sampled.Shutdown(context.Background()) })
+	for _, tc := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{{"off", nil}, {"on", sampled}} {
+		b.Run(tc.name, func(b *testing.B) {
+			dc := benchConnWith(b, false, func(c *process.Config) { c.TracerProvider = tc.tp })
+			ctx := context.Background()
+			in := make([]byte, 1<<10)
+			b.SetBytes(2 << 10)
+			b.ReportAllocs()
+			for b.Loop() {
+				out, err := dc.Invoke(ctx, "echo", in)
+				if err != nil || len(out) != len(in) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

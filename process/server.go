@@ -163,7 +163,7 @@ func (c *serverConn) readFrames(ctx context.Context) {
 				c.refuse(f.ID, "invoke")
 				continue
 			}
-			var span trace.Span
+			var span *invocationSpan
 			if c.rt.tracer != nil {
 				span = c.rt.startInvokeSpan(&f.Trace, inv.Function)
 			}
@@ -353,11 +353,11 @@ func (c *serverConn) replyError(id uint64, err error) {
 // pooled, if not nil, is input's buffer, given back to the pool once the
 // result is written. span, if not nil, is the invocation's span, ended
 // with it.
-func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte, span trace.Span) func(context.Context) {
+func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled []byte, span *invocationSpan) func(context.Context) {
 	fn, err := c.admit(inv.Function)
 	if err != nil {
 		if span != nil {
-			tracing.End(span, err)
+			tracing.End(span.Span, err)
 		}
 		// Answered outside admitMu: a socket write may wait on the client.
 		c.replyError(id, err)
@@ -382,11 +382,11 @@ func (c *serverConn) startInvocation(id uint64, inv wire.Invoke, input, pooled [
 
 	return func(ctx context.Context) {
 		if span != nil {
-			ctx = trace.ContextWithSpan(ctx, span)
+			ctx = trace.ContextWithSpan(ctx, span.Span)
 		}
 		out, err := c.run(ctx, fn, input, waitFor)
 		if span != nil {
-			tracing.End(span, err)
+			tracing.End(span.Span, err)
 		}
 		c.mu.Lock()
 		if t := c.inflight[id]; t != nil && t.done != nil {

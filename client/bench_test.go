@@ -143,7 +143,7 @@ func BenchmarkDataPlaneInvokeTracing(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		tp   trace.TracerProvider
-	}{{"off", nil}, {"on", sampled}} {
+	}{{"tracing=off", nil}, {"tracing=on", sampled}} {
 		b.Run(tc.name, func(b *testing.B) {
 			dc := benchConnWith(b, false, func(c *process.Config) { c.TracerProvider = tc.tp })
 			ctx := context.Background()

@@ -89,11 +89,18 @@ through mailboxes, and are swapped to storage when idle.
 The client commands talk to the control plane at $PRAAS_ENDPOINT
 (default ` + client.DefaultEndpoint + `) with the API key in $PRAAS_TOKEN, or
 else the one the config file keeps for that endpoint (see praas login). An
-https:// endpoint's certificate is checked against $PRAAS_CA (--ca) if set.`,
+https:// endpoint's certificate is checked against $PRAAS_CA (--ca) if set.
+
+Read commands print the API's JSON with --json. An error is one line on
+stderr, and the exit code tells its kind: 2 usage, 3 not found, 4 conflict,
+5 invalid input, 6 API key refused, 7 retryable (nothing ran), 8 the
+function failed, 9 outcome unknown (it may have run), 130 interrupted, 1
+anything else. praas completion bash|zsh|fish|powershell prints a shell
+completion script.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().BoolVar(&c.json, "json", false, "print JSON instead of tables")
+	root.PersistentFlags().BoolVar(&c.json, "json", false, "print the API's JSON instead of tables and text")
 	root.PersistentFlags().StringVar(&c.ca, "ca", os.Getenv(EnvCA), "PEM file of the CA that signed an https:// control plane's certificate, trusted instead of the system's (default $"+EnvCA+")")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return c.loadCA() }
 	root.AddCommand(c.upCmd(), c.appCmd(), c.processCmd(), c.invokeCmd(), c.logsCmd(), c.sendCmd(), c.keyCmd(), c.usageCmd(), c.loginCmd(), c.statusCmd(), withPython(c.runProcessCmd()))

@@ -13,6 +13,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
@@ -151,7 +152,7 @@ func TestChainIsOneTraceAcrossProcesses(t *testing.T) {
 	traceID := root.SpanContext().TraceID().String()
 
 	const cp, proc = tracing.ServiceControlPlane, tracing.ServiceProcess
-	hops := []hop{
+	recv.checkTrace(t, cpTP, traceID, clientSpan.SpanContext().SpanID().String(), []hop{
 		{cp, "", "tr/call", tracepb.Span_SPAN_KIND_SERVER, -1},
 		{cp, "", "tr/call", tracepb.Span_SPAN_KIND_CLIENT, 0},
 		{proc, "a", "tr/call", tracepb.Span_SPAN_KIND_SERVER, 1},
@@ -160,11 +161,45 @@ func TestChainIsOneTraceAcrossProcesses(t *testing.T) {
 		{proc, "b", "send log", tracepb.Span_SPAN_KIND_PRODUCER, 4},
 		{proc, "c", "receive log", tracepb.Span_SPAN_KIND_CONSUMER, 5},
 		{proc, "c", "process log", tracepb.Span_SPAN_KIND_CONSUMER, 6},
+	})
+
+	// A REST send: the control plane relays it over the data plane, and
+	// c's trigger runs in the client's trace.
+	sctx, sendRoot := tp.Tracer("test").Start(ctx, "test send", trace.WithNewRoot())
+	err = c.SendMessage(sctx, "tr", "c", "log:k", []byte("again"))
+	sendRoot.End()
+	if err != nil {
+		t.Fatal(err)
 	}
+	var producer sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "send log" && s.Parent().SpanID() == sendRoot.SpanContext().SpanID() {
+			producer = s
+		}
+	}
+	if producer == nil {
+		t.Fatalf("no producer span under the test's span: %v", rec.Ended())
+	}
+	recv.checkTrace(t, cpTP, sendRoot.SpanContext().TraceID().String(), producer.SpanContext().SpanID().String(), []hop{
+		{cp, "", "send log", tracepb.Span_SPAN_KIND_SERVER, -1},
+		{cp, "", "send log", tracepb.Span_SPAN_KIND_PRODUCER, 0},
+		{proc, "c", "receive log", tracepb.Span_SPAN_KIND_CONSUMER, 1},
+		{proc, "c", "process log", tracepb.Span_SPAN_KIND_CONSUMER, 2},
+	})
+	if got := cl.invoke(t, "tr", "c", "get", "log/k/hello"); got != "b|hello" {
+		t.Errorf("c's log = %q, want b|hello", got)
+	}
+}
+
+// checkTrace waits until the spans of trace id received are hops, each
+// the child of the one it names (-1: of the span rootParent, made
+// outside), then checks their links and resources.
+func (r *otlpReceiver) checkTrace(t *testing.T, cpTP *sdktrace.TracerProvider, id, rootParent string, hops []hop) {
+	t.Helper()
 	var found []otlpSpan
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		_ = cpTP.ForceFlush(ctx)
-		spans := recv.inTrace(traceID)
+		_ = cpTP.ForceFlush(context.Background())
+		spans := r.inTrace(id)
 		found = found[:0]
 		for _, h := range hops {
 			var match []otlpSpan
@@ -184,7 +219,7 @@ func TestChainIsOneTraceAcrossProcesses(t *testing.T) {
 		return nil
 	})
 	for i, h := range hops {
-		want := clientSpan.SpanContext().SpanID().String()
+		want := rootParent
 		if h.parent >= 0 {
 			want = found[h.parent].id
 		}
@@ -194,11 +229,8 @@ func TestChainIsOneTraceAcrossProcesses(t *testing.T) {
 		if found[i].errorStatus {
 			t.Errorf("%v: error status", found[i])
 		}
-		if h.service == proc && found[i].app != "tr" {
+		if h.service == tracing.ServiceProcess && found[i].app != "tr" {
 			t.Errorf("%v: resource app %q, want tr", found[i], found[i].app)
 		}
-	}
-	if got := cl.invoke(t, "tr", "c", "get", "log/k/hello"); got != "b|hello" {
-		t.Errorf("c's log = %q, want b|hello", got)
 	}
 }

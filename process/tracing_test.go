@@ -332,3 +332,57 @@ func TestUntracedProcessIgnoresTraceContext(t *testing.T) {
 		t.Fatalf("%d spans, want the client's 2", len(spans))
 	}
 }
+
+// Concurrent traced invocations on one connection: each server span is
+// the child of its own client span.
+func TestConcurrentTracedInvocations(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	im := NewImage()
+	im.Register("echo", func(_ context.Context, _ *Process, in []byte) ([]byte, error) { return in, nil })
+	rt := tracedRuntime(t, "p", im, tp)
+	dc, err := client.Dial(context.Background(), rt.Addr(), traceToken(token.Claims{App: "app", PID: "p", Ops: token.OpInvoke}),
+		client.DialOptions{TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	const n = 64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := []byte{byte(i)}
+			if out, err := dc.Invoke(context.Background(), "echo", in); err != nil || !bytes.Equal(out, in) {
+				t.Errorf("invoke %d = %v, %v", i, out, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var spans []sdktrace.ReadOnlySpan
+	for deadline := time.Now().Add(5 * time.Second); len(spans) < 2*n && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		spans = rec.Ended()
+	}
+	clients := map[trace.SpanID]bool{}
+	for _, s := range spans {
+		if s.SpanKind() == trace.SpanKindClient {
+			clients[s.SpanContext().SpanID()] = true
+		}
+	}
+	servers := 0
+	for _, s := range spans {
+		if s.SpanKind() != trace.SpanKindServer {
+			continue
+		}
+		servers++
+		if !clients[s.Parent().SpanID()] {
+			t.Errorf("server span %s has parent %s, no client span", s.SpanContext().SpanID(), s.Parent().SpanID())
+		}
+		delete(clients, s.Parent().SpanID()) // one server span per client span
+	}
+	if servers != n || len(clients) != 0 {
+		t.Fatalf("%d server spans, %d client spans without one; want %d and 0", servers, len(clients), n)
+	}
+}

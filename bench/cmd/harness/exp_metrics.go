@@ -11,33 +11,39 @@ import (
 // expMetrics is experiment 11: what the processes' invocation metrics cost
 // on the data-plane hot path, the 1 KiB invoke of a process that counts
 // (praas up, metrics on by default) against one of a control plane started
-// with --metrics=false.
+// with --metrics=false; both control planes are started for it.
 func expMetrics(ctx context.Context, e *Env) (*Section, []Measure, error) {
 	sec := &Section{Num: 11, Title: "Cost of metrics"}
 	sec.Text = []string{
 		"The 1 KiB no-op data-plane invoke (`echo`, `client.DataConn.InvokeInto`) of a process that counts its invocations for " +
-			"Prometheus (the default, see docs/observability.md) against the same invoke of a process of a second control plane " +
-			"started with `praas up --metrics=false`, whose runtimes count nothing. The two are interleaved, one connection each.",
+			"Prometheus (the default, see docs/observability.md) against the same invoke of a process of a control plane " +
+			"started with `praas up --metrics=false`, whose runtimes count nothing. Both control planes are started for this experiment " +
+			"(the main one has run the other experiments' processes by then), and the two invokes are interleaved, one connection each.",
 	}
-	off, err := e.startControlPlane(ctx, "cp-nometrics", "--metrics=false")
-	if err != nil {
-		return sec, nil, err
+	// Both control planes are started here, alike but for the flag: the
+	// main one has run the other experiments' processes by now, which
+	// would weigh on one side only.
+	conn := func(name, pid string, flags ...string) (*client.DataConn, error) {
+		cp, err := e.startControlPlane(ctx, name, flags...)
+		if err != nil {
+			return nil, err
+		}
+		c := client.New(cp.Endpoint, client.WithToken(cp.Token))
+		if _, err := c.CreateApp(ctx, "demo", ""); err != nil {
+			return nil, fmt.Errorf("create app on %s: %w", name, err)
+		}
+		return dataConn(ctx, c, "demo", pid)
 	}
-	oc := client.New(off.Endpoint, client.WithToken(off.Token))
-	defer oc.Close()
-	if _, err := oc.CreateApp(ctx, "demo", ""); err != nil {
-		return sec, nil, fmt.Errorf("create app: %w", err)
-	}
-	dcOff, err := dataConn(ctx, oc, "demo", "metrics-off")
-	if err != nil {
-		return sec, nil, err
-	}
-	defer dcOff.Close()
-	dcOn, err := dataConn(ctx, e.C, "demo", "metrics-on")
+	dcOn, err := conn("cp-metrics", "metrics-on")
 	if err != nil {
 		return sec, nil, err
 	}
 	defer dcOn.Close()
+	dcOff, err := conn("cp-nometrics", "metrics-off", "--metrics=false")
+	if err != nil {
+		return sec, nil, err
+	}
+	defer dcOff.Close()
 
 	const size = 1 << 10
 	payload := randomBytes(size)

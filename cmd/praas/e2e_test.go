@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,18 @@ type controlPlane struct {
 
 // startControlPlane runs `praas up` on a random port with data in dataDir
 // and points the CLI of this test at it.
+// freeAddr returns a loopback address no one listens on now, for a control
+// plane that a test restarts on the same address.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func startControlPlane(t *testing.T, dataDir string, extra ...string) *controlPlane {
 	t.Helper()
 	args := append([]string{"up", "--data", dataDir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, extra...)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -77,12 +76,7 @@ func TestExitCodes(t *testing.T) {
 	})
 
 	t.Run("unreachable", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := freeAddr(t)
 		t.Setenv(EnvEndpoint, "http://"+addr)
 		if _, errOut, code := runTerm(t, untouchedStdin{t}, false, "app", "list"); code != exitRetryable ||
 			errOut != "praas: no control plane at http://"+addr+": connection refused (is praas up running? $PRAAS_ENDPOINT names another)\n" {

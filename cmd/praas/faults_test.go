@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,12 +115,7 @@ type callAttempt struct {
 }
 
 func newFaults(t *testing.T, seed uint64, setup string) *faults {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	f := &faults{t: t, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), data: t.TempDir(),
 		sends: make(map[string][]sendAttempt), kills: make(map[string][]time.Time),
 		swaps: make(map[string][]time.Time), snaps: make(map[string][]snapSeen), counts: make(map[string]int)}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,12 +310,7 @@ func demoClient(t *testing.T) *client.Client {
 // and the next control plane on the same data and address adopts them,
 // state and all.
 func TestControlPlaneCrashAdoptsProcesses(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	data := t.TempDir()
 	cp := startControlPlane(t, data, "--listen", addr)
 	mustPraas(t, "", "app", "create", "demo")

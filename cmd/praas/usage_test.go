@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,12 +21,7 @@ import (
 // storage held equal to the snapshot's size while swapped, all kept across
 // a control-plane restart and the deletion of the process.
 func TestUsageEqualsWhatProcessesDid(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	data := t.TempDir()
 	flags := []string{"--listen", addr, "--usage-bucket", "1s"}
 	cp := startControlPlane(t, data, flags...)

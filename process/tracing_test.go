@@ -91,7 +91,7 @@ func checkParent(t *testing.T, child, parent sdktrace.ReadOnlySpan) {
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, a := range s.Attributes() {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

@@ -354,9 +354,10 @@ func (p *Pool) replace(old *worker) {
 // read serves w's frames until its socket ends, then fails the invocation
 // it ran and starts a new worker in its place.
 func (w *worker) read() {
-	err := w.serve()
+	err := w.serve() // never nil: it returns when the socket ends
 	w.conn.Close()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	broken := !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed)
+	if broken {
 		// It broke the protocol (or its socket failed): it may go on
 		// running, so it is killed rather than waited for.
 		w.cmd.Process.Kill()
@@ -379,7 +380,7 @@ func (w *worker) read() {
 	p.mu.Unlock()
 	if inv != nil {
 		why := w.status
-		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		if broken {
 			why += "; " + err.Error()
 		}
 		inv.done <- outcome{err: fmt.Errorf("%w: function %q: its worker (pid %d) ended while running it (%s); the worker is restarted, the process state is as the function left it",

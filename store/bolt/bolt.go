@@ -401,7 +401,7 @@ func (s *Store) TrimBackup(ctx context.Context, app, pid string, upTo uint64) er
 		// The stats key sorts after every message key.
 		c := queue.Cursor()
 		n, bytes := 0, int64(0)
-		for k, v := c.First(); k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) <= upTo; k, v = c.First() {
+		for k, v := c.First(); len(k) == 8 && binary.BigEndian.Uint64(k) <= upTo; k, v = c.First() {
 			var m store.Message
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("bolt: decode backup %s/%s#%x: %w", app, pid, k, err)

@@ -812,8 +812,8 @@ func (s *Store) AddUsage(ctx context.Context, app, pid string, start time.Time, 
 }
 
 func (s *Store) ListUsage(ctx context.Context, app, pid string, since, until time.Time) ([]store.UsageBucket, error) {
-	members, err := s.rdb.ZRangeByScore(ctx, s.usageIdxKey(app), &redis.ZRangeBy{
-		Min: strconv.FormatInt(since.UnixMilli(), 10), Max: "(" + strconv.FormatInt(until.UnixMilli(), 10)}).Result()
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.usageIdxKey(app), ByScore: true,
+		Start: strconv.FormatInt(since.UnixMilli(), 10), Stop: "(" + strconv.FormatInt(until.UnixMilli(), 10)}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis: list usage %s: %w", app, err)
 	}

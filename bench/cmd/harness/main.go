@@ -9,7 +9,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -180,5 +179,3 @@ func relPath(from, to string) string {
 	}
 	return filepath.ToSlash(r)
 }
-
-var errUnavailable = errors.New("not available")

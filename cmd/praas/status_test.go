@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -38,6 +40,25 @@ func TestStatusCommand(t *testing.T) {
 	}
 	if st.Apps != 1 || st.TotalProcesses != 2 || st.Processes["active"] != 1 || !st.Healthy() || len(st.Replicas) != 1 {
 		t.Fatalf("praas status --json: %+v", st)
+	}
+
+	// What the commands did is in the replica's events, in order.
+	evs, err := testClient().Events(context.Background(), "demo", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range evs {
+		if e.PID == "" || e.PID == "p2" {
+			types = append(types, e.Type)
+		}
+	}
+	want := []string{"app.created", "process.created", "process.started", "process.swapped_out"}
+	if !slices.Equal(types, want) {
+		t.Fatalf("events of demo and demo/p2: %v, want %v", types, want)
+	}
+	if after, err := testClient().Events(context.Background(), "demo", evs[len(evs)-1].Seq); err != nil || len(after) != 0 {
+		t.Fatalf("events after the last: %v, %v", after, err)
 	}
 }
 

@@ -105,9 +105,6 @@ func Start(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
-// Functions lists the functions the workers serve, sorted by name.
-func (p *Pool) Functions() []Func { return p.funcs }
-
 // Register registers every worker function in im, with its trigger.
 func (p *Pool) Register(im *process.Image) {
 	for _, f := range p.funcs {
